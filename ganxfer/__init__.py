@@ -1,0 +1,16 @@
+"""ganxfer: train GANs fast by transfer learning (pretrained-backbone discriminators, warm-started generators)."""
+
+__version__ = "0.1.0"
+
+
+def load_generator(source: str):
+    """Load a generator from a run folder, an exported folder, a bundled name or a Hub id ``owner/name[@rev]``.
+
+    >>> images = ganxfer.load_generator("dcgan-mnist-64").sample(16, seed=0)  # (16, C, H, W) in [-1, 1]
+    """
+    from ganxfer.hub import load_generator as _load
+
+    return _load(source)
+
+
+__all__ = ["__version__", "load_generator"]

@@ -1,0 +1,203 @@
+"""Training images: MNIST, folders or zips of images, decoded once into a uint8 tensor when they fit.
+
+Batches are drawn by index from a per-epoch permutation that depends only on (seed, epoch), so the
+position in the data is a pure function of the number of images already shown: resuming needs no
+sampler state, and every process of a multi-GPU run agrees on the order.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ganxfer.errors import GanxferError
+from ganxfer.recipe import DataConfig
+
+log = logging.getLogger(__name__)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+class DataError(GanxferError):
+    """A data problem, phrased as one line for the user."""
+
+
+def mnist_root() -> Path:
+    base = os.environ.get("GANXFER_DATA")
+    return Path(base) / "mnist" if base else Path.home() / ".cache" / "ganxfer" / "mnist"
+
+
+def load_mnist(train: bool = True) -> torch.Tensor:
+    """MNIST digits as uint8 (N, 28, 28). Downloads only when the files are missing."""
+    from torchvision.datasets import MNIST
+
+    root = mnist_root()
+    try:
+        return MNIST(str(root), train=train, download=False).data
+    except RuntimeError:
+        pass
+    try:
+        return MNIST(str(root), train=train, download=True).data
+    except Exception as e:  # network down, proxy, disk: all end the same way for the user
+        raise DataError(f"MNIST is not under {root} and could not be downloaded ({type(e).__name__}); "
+                        "set GANXFER_DATA to a folder holding mnist/MNIST/raw") from None
+
+
+def list_images(path: Path) -> list[str]:
+    """Image files under a folder (recursive) or inside a zip, sorted by name."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.lower().endswith(IMAGE_EXTENSIONS)]
+    else:
+        names = [str(p.relative_to(path)) for p in path.rglob("*")
+                 if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+    return sorted(names)
+
+
+def to_square(img: Image.Image, resolution: int, channels: int) -> np.ndarray:
+    """Convert mode, resize the short side to ``resolution`` (Lanczos) and center-crop: (H, W, C) uint8."""
+    img = img.convert("L" if channels == 1 else "RGB")
+    w, h = img.size
+    if (w, h) != (resolution, resolution):
+        scale = resolution / min(w, h)
+        nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+        img = img.resize((nw, nh), Image.LANCZOS)
+        left, top = (nw - resolution) // 2, (nh - resolution) // 2
+        img = img.crop((left, top, left + resolution, top + resolution))
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+@dataclass
+class ImageSet:
+    """N images of shape (C, R, R) as uint8, either in ``pixels`` or decoded from ``files`` on demand."""
+
+    resolution: int
+    channels: int
+    pixels: torch.Tensor | None = None
+    root: Path | None = None
+    files: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    workers: int = 2
+
+    def __len__(self) -> int:
+        return len(self.pixels) if self.pixels is not None else len(self.files)
+
+    def _decode(self, name: str) -> np.ndarray | None:
+        try:
+            if self.root is not None and zipfile.is_zipfile(self.root):
+                with zipfile.ZipFile(self.root) as zf:
+                    img = Image.open(io.BytesIO(zf.read(name)))
+                    img.load()
+            else:
+                img = Image.open(self.root / name)
+            return to_square(img, self.resolution, self.channels)
+        except Exception:  # any decoder failure makes the file unreadable, never the run
+            return None
+
+    def decode(self, names: list[str]) -> list[np.ndarray | None]:
+        if self.workers <= 1 or len(names) < 8:
+            return [self._decode(n) for n in names]
+        with ThreadPoolExecutor(self.workers) as pool:
+            return list(pool.map(self._decode, names, chunksize=64))
+
+    def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, R, R) for the given indices."""
+        if self.pixels is not None:
+            return self.pixels[idx]
+        arrays = self.decode([self.files[i] for i in idx.tolist()])
+        blank = np.zeros((self.resolution, self.resolution, self.channels), np.uint8)
+        return torch.from_numpy(np.stack([a if a is not None else blank for a in arrays])).permute(0, 3, 1, 2)
+
+
+def _from_mnist(cfg: DataConfig) -> ImageSet:
+    digits = load_mnist()
+    if cfg.limit:
+        digits = digits[: cfg.limit]
+    out = []
+    for chunk in digits.split(4096):  # the tutorial's bilinear Resize, on the whole tensor
+        x = F.interpolate(chunk[:, None].float(), size=(cfg.resolution,) * 2, mode="bilinear",
+                          antialias=True, align_corners=False)
+        out.append(x.round().clamp(0, 255).to(torch.uint8))
+    pixels = torch.cat(out).expand(-1, cfg.channels, -1, -1).contiguous()
+    return ImageSet(cfg.resolution, cfg.channels, pixels=pixels)
+
+
+def _from_files(cfg: DataConfig, root: Path) -> ImageSet:
+    if not root.exists():
+        raise DataError(f"data.path {root} does not exist; point it at a folder or zip of images, or 'mnist'")
+    files = list_images(root)
+    if cfg.limit:
+        files = files[: cfg.limit]
+    if not files:
+        raise DataError(f"data.path {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    data = ImageSet(cfg.resolution, cfg.channels, root=root, files=files, workers=max(cfg.workers, 1))
+    if len(files) * cfg.channels * cfg.resolution**2 > cfg.in_memory_gb * 2**30:
+        log.info("streaming %d images from %s (larger than data.in_memory_gb)", len(files), root)
+        return data
+    arrays = data.decode(files)
+    data.unreadable = [f for f, a in zip(files, arrays, strict=True) if a is None]
+    good = [a for a in arrays if a is not None]
+    if not good:
+        raise DataError(f"none of the {len(files)} images under {root} could be decoded")
+    data.pixels = torch.from_numpy(np.stack(good)).permute(0, 3, 1, 2).contiguous()
+    data.files = [f for f, a in zip(files, arrays, strict=True) if a is not None]
+    return data
+
+
+def load_data(cfg: DataConfig) -> ImageSet:
+    """Build the training set described by ``data.*``; unreadable files are counted and reported."""
+    if cfg.path == "mnist":
+        data = _from_mnist(cfg)
+    elif cfg.path.startswith("hub:"):
+        from ganxfer.hub import fetch_dataset
+
+        data = _from_files(cfg, fetch_dataset(cfg.path[4:]))
+    else:
+        data = _from_files(cfg, Path(cfg.path).expanduser())
+    if data.unreadable:
+        shown = ", ".join(data.unreadable[:3]) + (" ..." if len(data.unreadable) > 3 else "")
+        log.warning("skipped %d unreadable image(s) under %s: %s", len(data.unreadable), cfg.path, shown)
+    return data
+
+
+class BatchPlan:
+    """Which images make up the batch that starts at global position ``start`` (images shown so far)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def perm(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
+        return self._perm
+
+    def indices(self, start: int, count: int) -> torch.Tensor:
+        out, pos = [], start
+        while pos < start + count:
+            epoch, offset = divmod(pos, self.n)
+            take = min(self.n - offset, start + count - pos)
+            out.append(self.perm(epoch)[offset : offset + take])
+            pos += take
+        return torch.cat(out)
+
+
+def to_float(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return batch.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255], rounded the way a saved PNG is."""
+    return images.float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)

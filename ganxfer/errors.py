@@ -1,0 +1,5 @@
+"""The base of every error that the CLI turns into one line and a non-zero exit, with no traceback."""
+
+
+class GanxferError(Exception):
+    """A problem with the user's input or environment, phrased as one line that names the fix."""

@@ -1,0 +1,245 @@
+"""The one training loop. Every recipe runs through :func:`train`; only this file knows about Accelerate.
+
+Read it top to bottom: build, (resume), then per iteration ``d_steps`` discriminator steps and one
+generator step, EMA, and the periodic log / sample / checkpoint / evaluation, then export.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
+
+from ganxfer import checkpoint
+from ganxfer.augment import DiffAugment
+from ganxfer.data import BatchPlan, load_data, to_float
+from ganxfer.errors import GanxferError
+from ganxfer.losses import d_loss, g_loss, r1_penalty
+from ganxfer.nets import build_discriminator, build_generator, export_model
+from ganxfer.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+
+class RunError(GanxferError):
+    """A run-folder problem, phrased as one line for the user."""
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None:
+    """Check the run folder against the flags; return the checkpoint to resume from, if any."""
+    found = checkpoint.checkpoints(run_dir)
+    if resume:
+        if not found:
+            raise RunError(f"--resume: no checkpoint in {run_dir}/checkpoints; drop --resume to start fresh")
+        return found[-1]
+    if found and not overwrite:
+        raise RunError(f"{run_dir} already holds checkpoints; pass --resume to continue it, "
+                       "--overwrite to start over, or --run-dir for a new folder")
+    if found:
+        for old in found:
+            import shutil
+
+            shutil.rmtree(old)
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    return None
+
+
+def crossed(before: int, after: int, every_kimg: float) -> bool:
+    """Did the image counter pass a multiple of ``every_kimg`` thousand images?"""
+    if every_kimg <= 0:
+        return False
+    every = max(1, round(every_kimg * 1000))
+    return after // every > before // every
+
+
+def optimizer_groups(model: torch.nn.Module, lr: float) -> list[dict]:
+    """Trainable parameters, with the model's own groups (e.g. a backbone at a lower lr) when it has them."""
+    if hasattr(model, "optimizer_groups"):
+        return model.optimizer_groups(lr)
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, step: int, beta: float) -> None:
+    """EMA with the usual warm-up, so short runs do not export an average dominated by the init."""
+    beta = min(beta, (1 + step) / (10 + step))
+    for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.lerp_(p.detach().to(pe.dtype), 1 - beta)
+    for be, b in zip(ema.buffers(), model.buffers(), strict=True):
+        be.copy_(b)
+
+
+def save_grid(generator: torch.nn.Module, z: torch.Tensor, path: Path) -> None:
+    generator.eval()
+    with torch.no_grad():
+        images = torch.cat([generator(zb).float().cpu() for zb in z.split(64)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, str(path), nrow=int(math.ceil(math.sqrt(len(images)))), normalize=True,
+               value_range=(-1, 1), padding=1)
+
+
+def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train ``recipe`` into ``run_dir`` and return the exported generator folder."""
+    run_dir = Path(run_dir)
+    tr = recipe.train
+    acc = Accelerator(mixed_precision=tr.mixed_precision, log_with="tensorboard",
+                      project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tb")))
+    resume_from = prepare_run_dir(run_dir, resume, overwrite) if acc.is_main_process else None
+    resume_from = checkpoint.checkpoints(run_dir)[-1] if resume and not acc.is_main_process else resume_from
+    if acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
+    if tr.batch_size % acc.num_processes:
+        raise RunError(f"train.batch_size={tr.batch_size} must divide by the {acc.num_processes} processes")
+    local_batch = tr.batch_size // acc.num_processes
+    set_seed(recipe.seed)
+
+    # --- build -------------------------------------------------------------------------------------
+    data = load_data(recipe.data)
+    plan = BatchPlan(len(data), recipe.seed)
+    G = build_generator(recipe)
+    if recipe.generator.init:
+        from ganxfer.transfer import warm_start_generator
+
+        G = warm_start_generator(G, recipe, run_dir if acc.is_main_process else None)
+    D = build_discriminator(recipe)
+    if recipe.discriminator.init:
+        from ganxfer.transfer import warm_start_discriminator
+
+        D = warm_start_discriminator(D, recipe, run_dir if acc.is_main_process else None)
+    ema = copy.deepcopy(G).eval().requires_grad_(False).to(acc.device) if tr.ema > 0 else None
+    betas = tuple(recipe.optim.betas)
+    opt_g = torch.optim.Adam(optimizer_groups(G, recipe.optim.g_lr * recipe.optim.g_lr_mult), betas=betas)
+    opt_d = torch.optim.Adam(optimizer_groups(D, recipe.optim.d_lr), betas=betas)
+    G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
+    augment = DiffAugment(recipe.augment.policy)
+    gen = torch.Generator(device=acc.device).manual_seed(recipe.seed * 7919 + 1 + acc.process_index)
+    fixed_z = torch.randn(tr.num_samples, recipe.generator.latent_dim,
+                          generator=torch.Generator().manual_seed(recipe.seed)).to(acc.device)
+    evaluator = None
+    if recipe.eval.every_kimg > 0:
+        from ganxfer.metrics import TrainingEvaluator
+
+        evaluator = TrainingEvaluator(recipe, acc.device)
+
+    counters = {"images_seen": 0, "step": 0, "wall_s": 0.0, "best": None}
+    if resume_from is not None:
+        counters = checkpoint.load_checkpoint(acc, resume_from, ema, gen)
+        if acc.is_main_process:
+            log.info("resumed from %s at %.3f kimg", resume_from, counters["images_seen"] / 1000)
+            _truncate_metrics(run_dir / "metrics.jsonl", counters["images_seen"])
+    total = round(tr.kimg * 1000)
+    acc.init_trackers("train")
+
+    # --- loop --------------------------------------------------------------------------------------
+    G_raw, D_raw = acc.unwrap_model(G), acc.unwrap_model(D)
+    rank_slice = slice(acc.process_index * local_batch, (acc.process_index + 1) * local_batch)
+    bar = tqdm(total=tr.kimg, initial=counters["images_seen"] / 1000, unit="kimg", dynamic_ncols=True,
+               disable=not acc.is_main_process, bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg "
+               "[{elapsed}<{remaining}{postfix}]")
+    window = {"loss_d": 0.0, "loss_g": 0.0, "r1": 0.0, "n": 0}
+    t_log, seen_log, t_start, wall0 = time.time(), counters["images_seen"], time.time(), counters["wall_s"]
+    G.train()
+    D.train()
+    while counters["images_seen"] < total:
+        before = counters["images_seen"]
+        for _ in range(tr.d_steps):
+            idx = plan.indices(counters["images_seen"], tr.batch_size)[rank_slice]
+            real = to_float(data.batch(idx).to(acc.device, non_blocking=True))
+            if recipe.data.hflip:
+                flip = torch.rand(len(real), generator=gen, device=acc.device) < 0.5
+                real = torch.where(flip[:, None, None, None], real.flip(3), real)
+            z = torch.randn(len(real), recipe.generator.latent_dim, generator=gen, device=acc.device)
+            r1_now = recipe.loss.r1_gamma > 0 and counters["step"] % recipe.loss.r1_every == 0
+            real.requires_grad_(r1_now)
+            with acc.autocast():
+                with torch.no_grad():
+                    fake = G(z)
+                real_logits = D(augment(real, gen))
+                loss = d_loss(recipe.loss.kind, real_logits, D(augment(fake, gen)))
+                if r1_now:
+                    r1 = r1_penalty(real, real_logits)
+                    loss = loss + r1 * (recipe.loss.r1_gamma / 2 * recipe.loss.r1_every)
+                    window["r1"] += r1.item()
+            opt_d.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            opt_d.step()
+            window["loss_d"] += loss.item() / tr.d_steps
+            counters["images_seen"] += tr.batch_size
+
+        z = torch.randn(local_batch, recipe.generator.latent_dim, generator=gen, device=acc.device)
+        with acc.autocast():
+            loss = g_loss(recipe.loss.kind, D(augment(G(z), gen)))
+        opt_g.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        opt_g.step()
+        if ema is not None:
+            update_ema(ema, G_raw, counters["step"], tr.ema)
+        window["loss_g"] += loss.item()
+        window["n"] += 1
+        counters["step"] += 1
+        now = counters["images_seen"]
+        counters["wall_s"] = wall0 + time.time() - t_start
+        bar.update((now - before) / 1000)
+
+        last = now >= total
+        if crossed(before, now, tr.log_every_kimg) or last:
+            dt = time.time() - t_log
+            row = {"kimg": now / 1000, "step": counters["step"],
+                   "loss_d": window["loss_d"] / window["n"], "loss_g": window["loss_g"] / window["n"],
+                   "images_per_s": (now - seen_log) / max(dt, 1e-9), "wall_s": round(counters["wall_s"], 3)}
+            if recipe.loss.r1_gamma > 0:
+                row["r1"] = window["r1"] / max(1, math.ceil(window["n"] / recipe.loss.r1_every))
+            _log(acc, run_dir, row)
+            bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}", ips=f"{row['images_per_s']:.0f}")
+            window = {"loss_d": 0.0, "loss_g": 0.0, "r1": 0.0, "n": 0}
+            t_log, seen_log = time.time(), now
+        if (crossed(before, now, tr.sample_every_kimg) or last) and acc.is_main_process:
+            save_grid(ema or G_raw, fixed_z, run_dir / "samples" / f"{now:09d}.png")
+            G_raw.train()
+        if evaluator is not None and (crossed(before, now, recipe.eval.every_kimg) or last):
+            scores = evaluator(ema or G_raw, acc)
+            G_raw.train()
+            if acc.is_main_process:
+                _log(acc, run_dir, {"kimg": now / 1000, "step": counters["step"], **scores})
+                value = scores.get(recipe.eval.best_metric)
+                if value is not None and (counters["best"] is None or value < counters["best"]):
+                    counters["best"] = value
+                    export_model(ema or G_raw, run_dir / "generator-best", "generator")
+        if crossed(before, now, tr.checkpoint_every_kimg) or last:
+            checkpoint.save_checkpoint(acc, run_dir, counters, ema, gen, tr.keep_checkpoints)
+    bar.close()
+
+    # --- export ------------------------------------------------------------------------------------
+    if acc.is_main_process:
+        if counters["images_seen"] == 0 or not (run_dir / "samples").is_dir():
+            save_grid(ema or G_raw, fixed_z, run_dir / "samples" / f"{counters['images_seen']:09d}.png")
+        export_model(ema or G_raw, run_dir / "generator", "generator")
+        export_model(D_raw, run_dir / "discriminator", "discriminator")
+    acc.wait_for_everyone()
+    acc.end_training()
+    return run_dir / "generator"
+
+
+def _log(acc: Accelerator, run_dir: Path, row: dict) -> None:
+    if acc.is_main_process:
+        with open(run_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+    acc.log({k: v for k, v in row.items() if k not in ("kimg", "step")}, step=round(row["kimg"] * 1000))
+
+
+def _truncate_metrics(path: Path, images_seen: int) -> None:
+    """Drop log rows written after the checkpoint we resume from, so a resumed log has no duplicates."""
+    if path.is_file():
+        rows = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line)["kimg"] * 1000 <= images_seen + 1e-6]
+        path.write_text("".join(r + "\n" for r in rows))

@@ -1,0 +1,48 @@
+"""GAN losses on discriminator logits.
+
+A discriminator returns one tensor of logits or a list of them (one per scale for projected heads); every
+loss averages each tensor and sums over the list, so single- and multi-scale discriminators share the code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+Logits = torch.Tensor | list[torch.Tensor]
+
+
+def _sum(logits: Logits, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    parts = logits if isinstance(logits, (list, tuple)) else [logits]
+    return sum(fn(p.float()).mean() for p in parts)
+
+
+def d_loss(kind: str, real: Logits, fake: Logits) -> torch.Tensor:
+    """Discriminator loss: real should score high, fake low."""
+    if kind == "bce":  # -log sigmoid(real) - log(1 - sigmoid(fake))
+        return _sum(real, lambda x: F.softplus(-x)) + _sum(fake, F.softplus)
+    if kind == "hinge":
+        return _sum(real, lambda x: F.relu(1 - x)) + _sum(fake, lambda x: F.relu(1 + x))
+    raise ValueError(f"unknown loss {kind!r}; use bce or hinge")
+
+
+def g_loss(kind: str, fake: Logits) -> torch.Tensor:
+    """Generator loss: non-saturating BCE (-log sigmoid(fake)) or hinge (-fake)."""
+    if kind == "bce":
+        return _sum(fake, lambda x: F.softplus(-x))
+    if kind == "hinge":
+        return _sum(fake, lambda x: -x)
+    raise ValueError(f"unknown loss {kind!r}; use bce or hinge")
+
+
+def r1_penalty(real: torch.Tensor, logits: Logits) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): mean squared gradient norm of D's real logits w.r.t. the real images.
+
+    ``real`` must have ``requires_grad`` set before D was run on it.
+    """
+    parts = logits if isinstance(logits, (list, tuple)) else [logits]
+    total = sum(p.float().sum() for p in parts)
+    (grad,) = torch.autograd.grad(total, real, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean()

@@ -1,0 +1,138 @@
+"""DCGAN generator and discriminator (Radford et al., 2016) at 32, 64 or 128 pixels.
+
+Both are stacks of ``blocks`` (a ModuleList, so transfer can freeze the first K) plus an output layer.
+Their constructor keyword arguments are the whole config: ``config.json`` rebuilds the exact network.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+RESOLUTIONS = (32, 64, 128)
+
+
+def _check_resolution(resolution: int) -> int:
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"DCGAN resolution {resolution} is not supported; use one of {RESOLUTIONS}")
+    return int(math.log2(resolution)) - 2  # number of 2x steps between 4x4 and the image
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """The DCGAN initialisation: conv weights N(0, 0.02), BatchNorm weights N(1, 0.02) and zero bias."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def identity_upsample_(conv: nn.ConvTranspose2d) -> None:
+    """Make a ConvTranspose2d(C, C, 4, 2, 1) an exact nearest-neighbour 2x upsampling."""
+    with torch.no_grad():
+        conv.weight.zero_()
+        for c in range(conv.in_channels):
+            conv.weight[c, c, 1:3, 1:3] = 1.0
+        if conv.bias is not None:
+            conv.bias.zero_()
+
+
+class DCGANGenerator(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="ganxfer",
+    tags=["gan", "ganxfer", "dcgan", "unconditional-image-generation"],
+    repo_url="https://github.com/ganxfer/ganxfer",
+):
+    """z (B, latent_dim) -> image (B, channels, resolution, resolution) in [-1, 1].
+
+    Args:
+        resolution: output side, 32, 64 or 128.
+        channels: 1 (grayscale) or 3 (RGB).
+        ngf: width of the last hidden block; earlier blocks are 2x, 4x, ... wider.
+        latent_dim: size of z.
+        grow: extra ngf->ngf upsampling blocks appended after a generator built for
+            ``resolution / 2**grow`` (how a transferred 32px generator becomes a 64px one).
+    """
+
+    kind = "dcgan"
+
+    def __init__(self, resolution: int = 64, channels: int = 3, ngf: int = 64, latent_dim: int = 100,
+                 grow: int = 0) -> None:
+        super().__init__()
+        self.resolution, self.channels, self.latent_dim = resolution, channels, latent_dim
+        n_up = _check_resolution(resolution) - grow
+        if n_up < 2:
+            raise ValueError(f"grow={grow} leaves too few blocks for resolution {resolution}")
+        widths = [ngf * 2 ** (n_up - 1 - i) for i in range(n_up)]
+        blocks = [self._block(latent_dim, widths[0], stride=1, padding=0)]
+        blocks += [self._block(widths[i - 1], widths[i]) for i in range(1, n_up)]
+        blocks += [self._block(ngf, ngf) for _ in range(grow)]
+        self.blocks = nn.ModuleList(blocks)
+        self.to_rgb = nn.ConvTranspose2d(ngf, channels, 4, 2, 1, bias=False)
+        dcgan_init(self)
+        for block in self.blocks[len(self.blocks) - grow:]:
+            identity_upsample_(block[0])
+
+    @staticmethod
+    def _block(cin: int, cout: int, stride: int = 2, padding: int = 1) -> nn.Sequential:
+        return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, stride, padding, bias=False),
+                             nn.BatchNorm2d(cout), nn.ReLU(True))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = z.view(z.shape[0], -1, 1, 1)
+        for block in self.blocks:
+            x = block(x)
+        return torch.tanh(self.to_rgb(x))
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
+        """``n`` images in [-1, 1] from z drawn with ``seed`` on the CPU (device independent), in eval mode."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.latent_dim, generator=torch.Generator().manual_seed(seed))
+        out = torch.cat([self(zb.to(device)).float().cpu() for zb in z.split(batch_size)])
+        self.train(was_training)
+        return out
+
+
+class DCGANDiscriminator(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="ganxfer",
+    tags=["gan", "ganxfer", "dcgan", "discriminator"],
+    repo_url="https://github.com/ganxfer/ganxfer",
+):
+    """image (B, channels, resolution, resolution) in [-1, 1] -> one logit per image (B,).
+
+    Args:
+        resolution: input side, 32, 64 or 128.
+        channels: 1 or 3.
+        ndf: width of the first block; each later block doubles it.
+    """
+
+    kind = "dcgan"
+
+    def __init__(self, resolution: int = 64, channels: int = 3, ndf: int = 64) -> None:
+        super().__init__()
+        n_down = _check_resolution(resolution)
+        widths = [ndf * 2**i for i in range(n_down)]
+        blocks = [nn.Sequential(nn.Conv2d(channels, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True))]
+        for i in range(1, n_down):
+            blocks.append(nn.Sequential(nn.Conv2d(widths[i - 1], widths[i], 4, 2, 1, bias=False),
+                                        nn.BatchNorm2d(widths[i]), nn.LeakyReLU(0.2, True)))
+        self.blocks = nn.ModuleList(blocks)
+        self.head = nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False)
+        dcgan_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x).flatten()

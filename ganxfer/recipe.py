@@ -1,0 +1,287 @@
+"""Recipes: a typed schema, YAML loading, ``--set`` overrides and one-line errors.
+
+A recipe is a YAML file with the sections below. Every key has a default, a type and, where it matters,
+a range or a set of choices; anything else is refused with a message that names the key and the closest
+valid one. ``${VAR}`` and ``${VAR:-default}`` are expanded in string values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ganxfer.errors import GanxferError
+
+
+class RecipeError(GanxferError, ValueError):
+    """A recipe problem, phrased as one line for the user."""
+
+
+def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None, **kw: Any) -> Any:
+    """A field with a help string and an optional closed range [lo, hi]."""
+    meta = {"help": help, "lo": lo, "hi": hi}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass
+class DataConfig:
+    path: str = _f("mnist", "'mnist', a folder or zip of images, or hub:owner/dataset")
+    resolution: int = _f(64, "square side the images are resized and center-cropped to", 8, 1024)
+    channels: int = _f(3, "1 (grayscale) or 3 (RGB)", 1, 3)
+    hflip: bool = _f(False, "random horizontal flips")
+    limit: int | None = _f(None, "use only the first N images", 1)
+    in_memory_gb: float = _f(8.0, "decode once into RAM when the uint8 set is smaller than this", 0)
+    workers: int = _f(2, "decoding threads (and DataLoader workers when streaming)", 0, 64)
+
+
+@dataclass
+class GeneratorConfig:
+    kind: str = _f("dcgan", "generator architecture (registry name)")
+    latent_dim: int = _f(100, "size of z", 1, 4096)
+    ngf: int = _f(64, "width of the last hidden layer", 4, 1024)
+    init: str | None = _f(None, "warm start: bundled name, local folder or Hub id owner/name[@rev]")
+    freeze_blocks: int = _f(0, "freeze the first K generator blocks (FreezeG)", 0)
+
+
+@dataclass
+class DiscriminatorConfig:
+    kind: str = _f("dcgan", "'dcgan' or 'projected'")
+    ndf: int = _f(64, "DCGAN width of the first layer", 4, 1024)
+    backbone: str = _f("tf_efficientnet_lite0.in1k", "timm model name for kind=projected")
+    pretrained: bool = _f(True, "load ImageNet weights for the backbone")
+    pretrained_file: str | None = _f(None, "local .safetensors with backbone weights")
+    mode: Literal["frozen", "finetune", "partial"] = _f("frozen", "how the backbone is trained")
+    trainable_from: int = _f(0, "partial mode: first trained feature stage", 0)
+    backbone_lr_mult: float = _f(1.0, "learning-rate multiplier of the backbone", 0)
+    out_indices: list[int] | None = _f(None, "feature levels fed to heads (default: all)")
+    input_size: int | None = _f(None, "resize images to this side before the backbone", 16, 1024)
+    projection: bool = _f(False, "fixed random cross-channel/scale mixing (Projected GAN CCM/CSM)")
+    head_channels: int = _f(64, "width of each multi-scale head", 1, 4096)
+    init: str | None = _f(None, "warm start of a DCGAN discriminator")
+    freeze_blocks: int = _f(0, "freeze the first K discriminator blocks (FreezeD)", 0)
+
+
+@dataclass
+class LossConfig:
+    kind: Literal["bce", "hinge"] = _f("bce", "non-saturating BCE or hinge")
+    r1_gamma: float = _f(0.0, "R1 penalty weight on real images (0 = off)", 0)
+    r1_every: int = _f(16, "lazy R1: apply every N discriminator steps", 1)
+
+
+@dataclass
+class AugmentConfig:
+    policy: str = _f("", "DiffAugment policy: comma list of color, translation, cutout")
+
+
+@dataclass
+class OptimConfig:
+    g_lr: float = _f(2e-4, "generator learning rate", 0)
+    d_lr: float = _f(2e-4, "discriminator learning rate", 0)
+    betas: list[float] = _f([0.5, 0.999], "Adam betas")
+    g_lr_mult: float = _f(1.0, "multiplier on the generator learning rate (transfer)", 0)
+
+
+@dataclass
+class TrainConfig:
+    kimg: float = _f(25.0, "budget: thousands of real images shown to D", 0)
+    batch_size: int = _f(64, "global batch size (split over processes)", 1)
+    d_steps: int = _f(1, "D steps per G step", 1, 100)
+    mixed_precision: Literal["no", "bf16", "fp16"] = _f("no", "autocast precision")
+    ema: float = _f(0.999, "EMA decay of the exported generator (0 = no EMA)", 0, 1)
+    log_every_kimg: float = _f(0.2, "metrics.jsonl cadence", 0)
+    sample_every_kimg: float = _f(5.0, "fixed-z sample grid cadence (0 = only at the end)", 0)
+    checkpoint_every_kimg: float = _f(5.0, "checkpoint cadence (0 = only at the end)", 0)
+    keep_checkpoints: int = _f(2, "how many checkpoints to keep", 1)
+    num_samples: int = _f(64, "images in the sample grid", 1, 1024)
+
+
+@dataclass
+class EvalConfig:
+    every_kimg: float = _f(0.0, "in-training evaluation cadence (0 = off)", 0)
+    num: int = _f(1000, "generated images per evaluation", 2)
+    metrics: list[str] = _f(["kid"], "any of fid, kid, pr")
+    data: str | None = _f(None, "reference images (default: data.path)")
+    best_metric: str = _f("kid_mean", "metric that picks RUN/generator-best (lower is better)")
+
+
+@dataclass
+class Recipe:
+    name: str = _f("ganxfer", "run name; the default run folder is runs/<name>")
+    seed: int = _f(0, "random seed", 0)
+    data: DataConfig = field(default_factory=DataConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: str, where: str = "") -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}``; an unset VAR with no default is an error."""
+
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        val = os.environ.get(name)
+        if val:
+            return val
+        if default is not None:
+            return default
+        raise RecipeError(f"{where}: environment variable {name} is not set; export it or use ${{{name}:-default}}")
+
+    return _ENV.sub(sub, value)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the type hint ``tp``; convert int to float where a float is expected."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is Literal:
+        if value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise RecipeError(f"{where}: {value!r} is not one of {', '.join(map(str, args))}{hint}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecipeError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool) or tp is not bool and isinstance(value, bool):
+        raise RecipeError(f"{where}: expected {tp.__name__}, got {value!r}")
+    if not isinstance(value, tp):
+        raise RecipeError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    if isinstance(value, str):
+        value = expand_env(value, where)
+    return value
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str, source: str) -> Any:
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: '{prefix or 'recipe'}' must be a mapping, got {raw!r}")
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            valid = [f"{prefix}{k}" for k in fields]
+            close = difflib.get_close_matches(where, valid, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
+            raise RecipeError(f"{source}: unknown key '{where}'{hint}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value or {}, f"{where}.", source)
+            continue
+        try:
+            value = _coerce(value, tp, where)
+        except RecipeError as e:
+            raise RecipeError(f"{source}: {e}") from None
+        lo, hi = fields[key].metadata.get("lo"), fields[key].metadata.get("hi")
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if (lo is not None and v < lo) or (hi is not None and v > hi):
+                    rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+                    raise RecipeError(f"{source}: {where}={v!r} is out of range; expected {rng}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.kimg=5`` -> (['train', 'kimg'], 5). Values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise RecipeError(f"--set {text!r}: expected KEY=VALUE, for example --set train.kimg=5")
+    key, value = text.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            child = node.get(k)
+            if child is None:
+                child = node[k] = {}
+            if not isinstance(child, dict):
+                raise RecipeError(f"--set {text}: '{k}' is not a section")
+            node = child
+        node[keys[-1]] = value
+    return raw
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
+    """Load and validate a recipe file, then apply ``--set`` overrides (validated the same way)."""
+    raw: dict[str, Any] = {}
+    source = "--set"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise RecipeError(f"recipe {path} not found; pass a YAML file such as recipes/mnist_dcgan.yaml")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark else ""
+            raise RecipeError(f"{path}: invalid YAML{at}; fix the syntax") from None
+    raw = apply_overrides(raw, list(overrides))
+    return _build(Recipe, raw, "", source)
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    return _build(Recipe, raw, "", source)
+
+
+def describe() -> list[tuple[str, str, Any, str]]:
+    """Every key as (dotted name, type, default, help): the recipe reference in README and --help."""
+    rows = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = _hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp, f"{prefix}{f.name}.")
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            name = re.sub(r"typing\.|<class '|'>", "", str(tp))
+            rows.append((f"{prefix}{f.name}", name, default, f.metadata.get("help", "")))
+
+    walk(Recipe, "")
+    return rows
