@@ -143,8 +143,9 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
     # --- loop --------------------------------------------------------------------------------------
     G_raw, D_raw = acc.unwrap_model(G), acc.unwrap_model(D)
     rank_slice = slice(acc.process_index * local_batch, (acc.process_index + 1) * local_batch)
-    bar = tqdm(total=tr.kimg, initial=counters["images_seen"] / 1000, unit="kimg", dynamic_ncols=True,
-               disable=not acc.is_main_process, bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg "
+    per_iter = tr.batch_size * tr.d_steps  # the budget is met in whole iterations
+    bar = tqdm(total=math.ceil(total / per_iter) * per_iter / 1000, initial=counters["images_seen"] / 1000,
+               unit="kimg", dynamic_ncols=True, disable=not acc.is_main_process, bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg "
                "[{elapsed}<{remaining}{postfix}]")
     window = {"loss_d": 0.0, "loss_g": 0.0, "r1": 0.0, "n": 0}
     t_log, seen_log, t_start, wall0 = time.time(), counters["images_seen"], time.time(), counters["wall_s"]

@@ -189,7 +189,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def _build(cls: type, raw: dict[str, Any], prefix: str, source: str) -> Any:
     if not isinstance(raw, dict):
-        raise RecipeError(f"{source}: '{prefix or 'recipe'}' must be a mapping, got {raw!r}")
+        section = prefix.rstrip('.') or 'recipe'
+        raise RecipeError(f"{source}: '{section}' must be a mapping, got {raw!r}")
     hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}

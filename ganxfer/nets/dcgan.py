@@ -62,6 +62,7 @@ class DCGANGenerator(
     """
 
     kind = "dcgan"
+    channel_tensors = {"to_rgb.weight": (1, "output")}  # what transfer may adapt between 1 and 3 channels
 
     def __init__(self, resolution: int = 64, channels: int = 3, ngf: int = 64, latent_dim: int = 100,
                  grow: int = 0) -> None:
@@ -77,8 +78,9 @@ class DCGANGenerator(
         self.blocks = nn.ModuleList(blocks)
         self.to_rgb = nn.ConvTranspose2d(ngf, channels, 4, 2, 1, bias=False)
         dcgan_init(self)
-        for block in self.blocks[len(self.blocks) - grow:]:
+        for block in self.blocks[len(self.blocks) - grow:]:  # grown blocks start as near-identity
             identity_upsample_(block[0])
+            nn.init.ones_(block[1].weight)
 
     @staticmethod
     def _block(cin: int, cout: int, stride: int = 2, padding: int = 1) -> nn.Sequential:
@@ -119,6 +121,7 @@ class DCGANDiscriminator(
     """
 
     kind = "dcgan"
+    channel_tensors = {"blocks.0.0.weight": (1, "input")}
 
     def __init__(self, resolution: int = 64, channels: int = 3, ndf: int = 64) -> None:
         super().__init__()

@@ -1,0 +1,148 @@
+"""Warm starts: copy a pretrained network into a new one, adapt what is known to differ, report the rest.
+
+Every tensor ends in exactly one bucket of the report (``RUN/transfer.json``): ``copied`` (same name and
+shape), ``adapted`` (a known mismatch, such as 1 -> 3 image channels), ``new`` (only in the target, kept at
+its fresh init) or ``unused`` (only in the source). A tensor present in both with a shape that cannot be
+adapted (another latent size or width) refuses the transfer, naming the tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ganxfer.errors import GanxferError
+from ganxfer.hub import resolve
+from ganxfer.nets import load_model, read_config
+
+log = logging.getLogger(__name__)
+
+
+class TransferError(GanxferError):
+    """An incompatible source, phrased as one line naming the mismatched tensors."""
+
+
+def adapt_channels(src: torch.Tensor, target_shape: torch.Size, dim: int, preserve: str) -> torch.Tensor:
+    """Map a tensor between 1 and 3 image channels along ``dim``.
+
+    ``preserve="output"`` (generator's last layer): 1 -> 3 replicates, so every colour channel equals the
+    grey image; 3 -> 1 averages. ``preserve="input"`` (discriminator's first layer): 1 -> 3 replicates
+    divided by 3, so a grey image replicated to RGB gives the same response; 3 -> 1 sums.
+    """
+    cin, cout = src.shape[dim], target_shape[dim]
+    if cin == 1:
+        out = src.repeat_interleave(cout, dim=dim)
+        return out / cout if preserve == "input" else out
+    reduced = src.sum(dim, keepdim=True) if preserve == "input" else src.mean(dim, keepdim=True)
+    return reduced
+
+
+def transfer_state(target: nn.Module, source: nn.Module, source_name: str) -> dict:
+    """Copy ``source`` into ``target`` in place and return the report; refuse unadaptable mismatches."""
+    adaptable: dict[str, tuple[int, str]] = getattr(target, "channel_tensors", {})
+    src_state, dst_state = source.state_dict(), target.state_dict()
+    report: dict = {"source": source_name, "copied": [], "adapted": {}, "new": [], "unused": []}
+    mismatched = []
+    new_state = {}
+    for name, dst in dst_state.items():
+        if name not in src_state:
+            report["new"].append(name)
+            continue
+        src = src_state[name]
+        if src.shape == dst.shape:
+            new_state[name] = src
+            report["copied"].append(name)
+        elif name in adaptable and _channels_only(src.shape, dst.shape, adaptable[name][0]):
+            dim, preserve = adaptable[name]
+            new_state[name] = adapt_channels(src, dst.shape, dim, preserve)
+            report["adapted"][name] = f"{src.shape[dim]} -> {dst.shape[dim]} image channels ({preserve} preserved)"
+        else:
+            mismatched.append(f"{name} {tuple(src.shape)} vs {tuple(dst.shape)}")
+    if mismatched:
+        shown = "; ".join(mismatched[:3]) + (f"; and {len(mismatched) - 3} more" if len(mismatched) > 3 else "")
+        raise TransferError(f"{source_name} is incompatible with this recipe: {shown} "
+                            "(latent size and width must match the source; set them to the source's values)")
+    report["unused"] = [k for k in src_state if k not in dst_state]
+    target.load_state_dict(new_state, strict=False)
+    return report
+
+
+def _channels_only(a: torch.Size, b: torch.Size, dim: int) -> bool:
+    """Do two shapes differ only along ``dim``, between 1 and 3 channels?"""
+    if len(a) != len(b) or {a[dim], b[dim]} != {1, 3}:
+        return False
+    return all(x == y for i, (x, y) in enumerate(zip(a, b, strict=True)) if i != dim)
+
+
+def freeze_blocks(model: nn.Module, k: int) -> list[str]:
+    """Freeze the weights of the first ``k`` of ``model.blocks`` (FreezeG / FreezeD); return their names."""
+    if k > len(model.blocks):
+        raise TransferError(f"freeze_blocks={k} but the model has only {len(model.blocks)} blocks")
+    names = []
+    for i, block in enumerate(model.blocks[:k]):
+        for n, p in block.named_parameters():
+            p.requires_grad_(False)
+            names.append(f"blocks.{i}.{n}")
+    return names
+
+
+def _load_source(init: str, role: str) -> tuple[nn.Module, dict, Path]:
+    folder = resolve(init, role)
+    return load_model(folder, role), read_config(folder), folder
+
+
+def warm_start_generator(G: nn.Module, recipe, run_dir: Path | None) -> nn.Module:
+    """A generator for ``recipe`` initialised from ``generator.init``; grows resolution when needed."""
+    init = recipe.generator.init
+    source, config, folder = _load_source(init, "generator")
+    if config["ganxfer"]["kind"] != G.kind:
+        raise TransferError(f"generator.init {init} is a '{config['ganxfer']['kind']}' generator; "
+                            f"this recipe builds '{G.kind}'")
+    src_res, dst_res = config.get("resolution"), G.resolution
+    if src_res and dst_res != src_res:
+        ratio = math.log2(dst_res / src_res)
+        if ratio < 0 or ratio != int(ratio):
+            raise TransferError(f"generator.init {init} is {src_res}px; it can grow to {src_res * 2}, "
+                                f"{src_res * 4}, ... but not to data.resolution={dst_res}")
+        kwargs = {**G._hub_mixin_config, "grow": config.get("grow", 0) + int(ratio)}
+        G = type(G)(**kwargs)
+    report = transfer_state(G, source, init)
+    report["frozen"] = freeze_blocks(G, recipe.generator.freeze_blocks)
+    report["source_dir"] = str(folder)
+    _publish(report, run_dir, "generator")
+    return G
+
+
+def warm_start_discriminator(D: nn.Module, recipe, run_dir: Path | None) -> nn.Module:
+    """A discriminator initialised from ``discriminator.init`` with ``discriminator.freeze_blocks`` (FreezeD)."""
+    init = recipe.discriminator.init
+    source, config, folder = _load_source(init, "discriminator")
+    if config["ganxfer"]["kind"] != D.kind:
+        raise TransferError(f"discriminator.init {init} is '{config['ganxfer']['kind']}', not '{D.kind}'")
+    report = transfer_state(D, source, init)
+    report["frozen"] = freeze_blocks(D, recipe.discriminator.freeze_blocks)
+    report["source_dir"] = str(folder)
+    _publish(report, run_dir, "discriminator")
+    return D
+
+
+def _publish(report: dict, run_dir: Path | None, role: str) -> None:
+    log.info("%s warm start from %s: %d copied, %d adapted, %d new, %d unused, %d frozen", role,
+             report["source"], len(report["copied"]), len(report["adapted"]), len(report["new"]),
+             len(report["unused"]), len(report["frozen"]))
+    for name, how in report["adapted"].items():
+        log.info("  adapted %s: %s", name, how)
+    for name in report["new"] + report["unused"]:
+        log.info("  %s %s", "new" if name in report["new"] else "unused", name)
+    if run_dir is None:
+        return
+    path = Path(run_dir) / "transfer.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existing = json.loads(path.read_text()) if path.is_file() else {}
+    existing[role] = report
+    path.write_text(json.dumps(existing, indent=2))

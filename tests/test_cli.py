@@ -1,0 +1,43 @@
+import subprocess
+import sys
+
+import yaml
+from click.testing import CliRunner
+
+from ganxfer import __version__
+from ganxfer.cli import main
+
+
+def test_version_and_help():
+    runner = CliRunner()
+    assert __version__ in runner.invoke(main, ["--version"]).output
+    for command in main.commands:
+        res = runner.invoke(main, [command, "--help"])
+        assert res.exit_code == 0 and "ganxfer " + command in res.output, command
+
+
+def test_dry_run_prints_the_resolved_recipe(monkeypatch):
+    monkeypatch.setenv("GANXFER_DATA", "/data")
+    res = CliRunner().invoke(main, ["train", "recipes/anime_dcgan.yaml", "--set", "train.kimg=7", "--dry-run"])
+    assert res.exit_code == 0
+    resolved = yaml.safe_load(res.output)
+    assert resolved["train"]["kimg"] == 7.0 and resolved["data"]["path"] == "/data/anime-faces-64"
+
+
+def test_bad_recipe_is_one_line_no_traceback():
+    """A real process: exit code 2, one line on stderr, no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "ganxfer", "train", "recipes/mnist_dcgan.yaml",
+                           "--set", "train.kimgg=3"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: recipes/mnist_dcgan.yaml: unknown key 'train.kimgg'; "
+                                   "did you mean 'train.kimg'?")
+
+
+def test_finetune_requires_an_init():
+    res = CliRunner().invoke(main, ["finetune", "recipes/mnist_dcgan.yaml", "--dry-run"])
+    assert res.exit_code == 2 and "finetune needs generator.init" in res.output
+
+
+def test_sample_unknown_source():
+    res = CliRunner().invoke(main, ["sample", "no-such-model", "--out", "x.png"])
+    assert res.exit_code == 2 and "'no-such-model' is not a local path" in res.output

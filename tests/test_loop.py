@@ -1,0 +1,112 @@
+"""End-to-end runs of the training loop through the CLI, on real MNIST digits and anime faces."""
+
+import json
+import shutil
+
+import pytest
+import safetensors.torch
+import torch
+from click.testing import CliRunner
+
+from ganxfer.checkpoint import checkpoints
+from ganxfer.cli import main
+from ganxfer.hub import load_generator
+
+TINY = ["--set", "data.limit=256", "--set", "data.resolution=32", "--set", "generator.ngf=8",
+        "--set", "discriminator.ndf=8", "--set", "train.batch_size=16", "--set", "train.log_every_kimg=0.032"]
+
+
+def cli(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def weights(path):
+    return safetensors.torch.load_file(str(path))
+
+
+@pytest.fixture
+def mnist_env(mnist_data, monkeypatch):
+    monkeypatch.setenv("GANXFER_DATA", str(mnist_data.parents[2]))
+
+
+def test_mnist_run_writes_the_run_folder(mnist_env, tmp_path):
+    run = tmp_path / "run"
+    res = cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=0.096",
+              "--set", "train.sample_every_kimg=0.048", "--set", "train.checkpoint_every_kimg=0.032",
+              "--set", "train.keep_checkpoints=2", "--run-dir", run)
+    assert res.exit_code == 0, res.output
+    assert (run / "recipe.yaml").read_text().startswith("name: mnist_dcgan")
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in rows] == [0.032, 0.064, 0.096]
+    assert all(r["images_per_s"] > 0 and "loss_d" in r and "loss_g" in r for r in rows)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["000000048.png", "000000096.png"]
+    assert [p.name for p in checkpoints(run)] == ["step-000000000064", "step-000000000096"]
+    assert list((run / "tb").rglob("events.out.tfevents.*"))
+    for part in ("generator", "discriminator"):
+        assert {p.name for p in (run / part).iterdir()} >= {"config.json", "model.safetensors"}
+    g = load_generator(str(run))
+    assert g.sample(2, seed=0).shape == (2, 1, 32, 32)
+
+
+def test_resume_equals_one_run(mnist_env, tmp_path):
+    """2N steps in one run == N steps + resume to 2N (augmentation, flips and R1 included)."""
+    extra = ["--set", "augment.policy=color,translation,cutout", "--set", "data.hflip=true",
+             "--set", "loss.r1_gamma=1.0", "--set", "loss.r1_every=2", "--set", "train.ema=0.9"]
+    full, half = tmp_path / "full", tmp_path / "half"
+    assert cli("train", "recipes/mnist_dcgan.yaml", *TINY, *extra, "--set", "train.kimg=0.128",
+               "--run-dir", full).exit_code == 0
+    assert cli("train", "recipes/mnist_dcgan.yaml", *TINY, *extra, "--set", "train.kimg=0.064",
+               "--run-dir", half).exit_code == 0
+    first_half = weights(half / "generator" / "model.safetensors")
+    res = cli("train", "recipes/mnist_dcgan.yaml", *TINY, *extra, "--set", "train.kimg=0.128",
+              "--run-dir", half, "--resume")
+    assert res.exit_code == 0, res.output
+    a, b = weights(full / "generator" / "model.safetensors"), weights(half / "generator" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) <= 1e-6
+    assert any(not torch.equal(first_half[k], b[k]) for k in b)  # the resumed run really trained on
+    rows = lambda run: [json.loads(x)["kimg"] for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert rows(full) == rows(half)
+
+
+def test_interrupted_checkpoint_write_is_ignored(mnist_env, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=0.032", "--run-dir", run).exit_code == 0
+    good = checkpoints(run)[-1]
+    partial = run / "checkpoints" / ".tmp-step-000000000064"  # what a crash mid-write leaves
+    shutil.copytree(good, partial)
+    (partial / "trainer.json").unlink()
+    assert checkpoints(run) == [good]
+    res = cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=0.064", "--run-dir", run, "--resume")
+    assert res.exit_code == 0, res.output
+    assert json.loads((checkpoints(run)[-1] / "trainer.json").read_text())["images_seen"] == 64
+
+
+def test_run_folder_guards(mnist_env, tmp_path):
+    run = tmp_path / "run"
+    res = CliRunner().invoke(main, ["train", "recipes/mnist_dcgan.yaml", *TINY, "--run-dir", str(run), "--resume"])
+    assert res.exit_code == 2 and "no checkpoint" in res.output and "Traceback" not in res.output
+    assert cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=0.016", "--run-dir", run).exit_code == 0
+    res = CliRunner().invoke(main, ["train", "recipes/mnist_dcgan.yaml", *TINY, "--run-dir", str(run)])
+    assert res.exit_code == 2 and "already holds checkpoints" in res.output
+    assert checkpoints(run)  # nothing lost
+    res = cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=0.016", "--run-dir", run, "--overwrite")
+    assert res.exit_code == 0
+
+
+def test_anime_dcgan_on_real_faces(anime_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("GANXFER_DATA", str(anime_dir.parent))
+    run = tmp_path / "anime"
+    res = cli("train", "recipes/anime_dcgan.yaml", "--set", "data.limit=200", "--set", "generator.ngf=16",
+              "--set", "discriminator.ndf=16", "--set", "train.batch_size=32", "--set", "train.kimg=0.064",
+              "--run-dir", run)
+    assert res.exit_code == 0, res.output
+    assert weights(run / "generator" / "model.safetensors")["to_rgb.weight"].shape == (16, 3, 4, 4)
+    out = tmp_path / "grid.png"
+    assert cli("sample", run / "generator", "--num", "9", "--out", out).exit_code == 0
+    from PIL import Image
+
+    assert Image.open(out).size == (3 * 64 + 4, 3 * 64 + 4)
+    folder = tmp_path / "fakes"
+    assert cli("sample", run, "--num", "5", "--out", folder, "--seed", "3").exit_code == 0
+    assert sorted(p.name for p in folder.iterdir()) == [f"{i:06d}.png" for i in range(5)]

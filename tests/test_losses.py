@@ -1,0 +1,29 @@
+import torch
+
+from ganxfer.losses import d_loss, g_loss, r1_penalty
+
+
+def test_bce_matches_torch():
+    real, fake = torch.randn(16), torch.randn(16)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    expected = bce(real, torch.ones(16)) + bce(fake, torch.zeros(16))
+    assert torch.allclose(d_loss("bce", real, fake), expected, atol=1e-6)
+    assert torch.allclose(g_loss("bce", fake), bce(fake, torch.ones(16)), atol=1e-6)
+
+
+def test_hinge_values():
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0])
+    assert d_loss("hinge", real, fake).item() == (0 + 0.5) / 2 + (0 + 1) / 2
+    assert g_loss("hinge", fake).item() == 1.0
+
+
+def test_multiscale_logits_sum_per_scale_means():
+    a, b = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 2, 2)
+    assert torch.allclose(g_loss("hinge", [a, b]), -(a.mean() + b.mean()))
+
+
+def test_r1_is_squared_gradient_norm():
+    x = torch.randn(3, 2, requires_grad=True)
+    w = torch.tensor([1.0, 2.0])
+    logits = (x * w).sum(1)  # gradient w.r.t. each row is w, so |grad|^2 = 5
+    assert torch.allclose(r1_penalty(x, logits), torch.tensor(5.0))

@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from ganxfer.nets import build_from_config, export_model, load_model
+from ganxfer.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+
+
+@pytest.mark.parametrize("resolution", [32, 64, 128])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dcgan_shapes(resolution, channels):
+    g = DCGANGenerator(resolution=resolution, channels=channels, ngf=8, latent_dim=16)
+    d = DCGANDiscriminator(resolution=resolution, channels=channels, ndf=8)
+    x = g(torch.randn(2, 16))
+    assert x.shape == (2, channels, resolution, resolution)
+    assert x.abs().max() <= 1
+    assert d(x).shape == (2,)
+
+
+def test_standard_widths_match_the_tutorial():
+    g, d = DCGANGenerator(), DCGANDiscriminator()
+    assert [b[0].out_channels for b in g.blocks] == [512, 256, 128, 64]
+    assert sum(p.numel() for p in g.parameters()) == 3_576_704  # the PyTorch DCGAN tutorial's G
+    assert sum(p.numel() for p in d.parameters()) == 2_765_568  # and its D
+
+
+def test_dcgan_init_statistics():
+    g = DCGANGenerator()
+    w = g.blocks[1][0].weight
+    assert abs(w.mean().item()) < 1e-3 and abs(w.std().item() - 0.02) < 1e-3
+
+
+def test_bad_resolution():
+    with pytest.raises(ValueError, match="resolution 48 is not supported"):
+        DCGANGenerator(resolution=48)
+
+
+def test_export_rebuilds_the_exact_network(tmp_path):
+    g = DCGANGenerator(resolution=32, channels=1, ngf=8, latent_dim=12)
+    export_model(g, tmp_path / "g", "generator")
+    again = load_model(tmp_path / "g")
+    z = torch.randn(4, 12)
+    assert torch.equal(g.eval()(z), again(z))
+    assert type(build_from_config({"resolution": 32, "ganxfer": {"kind": "dcgan", "role": "discriminator"}})) \
+        is DCGANDiscriminator
+
+
+def test_grow_blocks_start_as_nearest_upsampling():
+    g = DCGANGenerator(resolution=64, ngf=8, grow=1)
+    x = torch.rand(1, 8, 5, 5)
+    up = g.blocks[-1][0](x)
+    assert torch.equal(up, x.repeat_interleave(2, 2).repeat_interleave(2, 3))
+
+
+def test_sample_is_seeded_and_in_eval_mode():
+    g = DCGANGenerator(resolution=32, ngf=8)
+    g.train()
+    a, b = g.sample(3, seed=1), g.sample(3, seed=1)
+    assert torch.equal(a, b) and g.training
+    assert not torch.equal(a, g.sample(3, seed=2))

@@ -1,0 +1,86 @@
+from pathlib import Path
+
+import pytest
+
+from ganxfer.recipe import Recipe, RecipeError, describe, load_recipe
+
+RECIPES = sorted(Path(__file__).parent.parent.joinpath("recipes").glob("*.yaml"))
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_shipped_recipes_validate(path, monkeypatch):
+    monkeypatch.setenv("GANXFER_DATA", "/data")
+    recipe = load_recipe(path)
+    assert recipe.name == path.stem
+
+
+def test_defaults_and_types(tmp_path):
+    r = load_recipe(write(tmp_path, "name: x\ntrain: {kimg: 3}\n"))
+    assert isinstance(r, Recipe)
+    assert r.train.kimg == 3.0 and isinstance(r.train.kimg, float)
+    assert r.optim.betas == [0.5, 0.999] and r.loss.kind == "bce"
+
+
+def test_overrides_are_dotted_and_typed(tmp_path):
+    r = load_recipe(write(tmp_path, "name: x\n"), ["train.kimg=0.5", "loss.kind=hinge", "data.hflip=true",
+                                                   "optim.betas=[0.0, 0.99]", "generator.init=dcgan-mnist-64"])
+    assert (r.train.kimg, r.loss.kind, r.data.hflip, r.optim.betas) == (0.5, "hinge", True, [0.0, 0.99])
+    assert r.generator.init == "dcgan-mnist-64"
+
+
+def test_unknown_key_suggests_the_closest(tmp_path):
+    with pytest.raises(RecipeError, match=r"unknown key 'train.kimgg'; did you mean 'train.kimg'\?"):
+        load_recipe(write(tmp_path, "train: {kimgg: 3}\n"))
+    with pytest.raises(RecipeError, match=r"'discriminator.backbon'.*'discriminator.backbone'"):
+        load_recipe(write(tmp_path, "name: x\n"), ["discriminator.backbon=resnet18"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=0", r"train.batch_size=0 is out of range; expected >= 1"),
+    ("train.batch_size=abc", r"train.batch_size: expected int, got str 'abc'"),
+    ("data.channels=2.5", r"data.channels: expected int"),
+    ("train.ema=1.5", r"train.ema=1.5 is out of range; expected \[0, 1\]"),
+    ("loss.kind=hinj", r"'hinj' is not one of bce, hinge \(did you mean 'hinge'\?\)"),
+    ("data.hflip=3", r"data.hflip: expected bool"),
+    ("train=3", r"'train' must be a mapping"),
+    ("kimg", r"expected KEY=VALUE"),
+])
+def test_bad_values_fail_with_one_line(tmp_path, override, message):
+    with pytest.raises(RecipeError, match=message) as err:
+        load_recipe(write(tmp_path, "name: x\n"), [override])
+    assert "\n" not in str(err.value)
+
+
+def test_env_expansion(tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_DATA", "/somewhere")
+    monkeypatch.delenv("NOT_SET", raising=False)
+    r = load_recipe(write(tmp_path, "data: {path: '${MY_DATA}/faces'}\n"))
+    assert r.data.path == "/somewhere/faces"
+    r = load_recipe(write(tmp_path, "data: {path: '${NOT_SET:-mnist}'}\n"))
+    assert r.data.path == "mnist"
+    with pytest.raises(RecipeError, match="environment variable NOT_SET is not set"):
+        load_recipe(write(tmp_path, "data: {path: '${NOT_SET}/faces'}\n"))
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(RecipeError, match="not found"):
+        load_recipe(tmp_path / "nope.yaml")
+    with pytest.raises(RecipeError, match="invalid YAML at line 3; fix the syntax"):
+        load_recipe(write(tmp_path, "name: x\ntrain: {kimg: [\n"))
+
+
+def test_resolved_recipe_round_trips(tmp_path):
+    r = load_recipe(write(tmp_path, "name: x\n"), ["train.kimg=2"])
+    again = load_recipe(write(tmp_path, r.to_yaml()))
+    assert again == r
+
+
+def test_describe_lists_every_key():
+    keys = {row[0] for row in describe()}
+    assert {"train.kimg", "train.batch_size", "data.path", "generator.init", "discriminator.mode"} <= keys
