@@ -153,7 +153,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
     D.train()
     while counters["images_seen"] < total:
         before = counters["images_seen"]
-        for _ in range(tr.d_steps):
+        for d_step in range(tr.d_steps):
             idx = plan.indices(counters["images_seen"], tr.batch_size)[rank_slice]
             real = to_float(data.batch(idx).to(acc.device, non_blocking=True))
             if recipe.data.hflip:
@@ -163,10 +163,11 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
             r1_now = recipe.loss.r1_gamma > 0 and counters["step"] % recipe.loss.r1_every == 0
             real.requires_grad_(r1_now)
             with acc.autocast():
-                with torch.no_grad():
+                # the last D step's fakes keep their graph: the G step reuses them (one G forward saved)
+                with torch.set_grad_enabled(d_step == tr.d_steps - 1):
                     fake = G(z)
                 real_logits = D(augment(real, gen))
-                loss = d_loss(recipe.loss.kind, real_logits, D(augment(fake, gen)))
+                loss = d_loss(recipe.loss.kind, real_logits, D(augment(fake.detach(), gen)))
                 if r1_now:
                     r1 = r1_penalty(real, real_logits)
                     loss = loss + r1 * (recipe.loss.r1_gamma / 2 * recipe.loss.r1_every)
@@ -177,9 +178,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
             window["loss_d"] += loss.item() / tr.d_steps
             counters["images_seen"] += tr.batch_size
 
-        z = torch.randn(local_batch, recipe.generator.latent_dim, generator=gen, device=acc.device)
         with acc.autocast():
-            loss = g_loss(recipe.loss.kind, D(augment(G(z), gen)))
+            loss = g_loss(recipe.loss.kind, D(augment(fake, gen)))
         opt_g.zero_grad(set_to_none=True)
         acc.backward(loss)
         opt_g.step()

@@ -1,0 +1,119 @@
+"""Warm starts: step-0 equality, channel adaptation, growth, refusal, freezing, the report."""
+
+import json
+
+import pytest
+import safetensors.torch
+import torch
+from click.testing import CliRunner
+
+from ganxfer.cli import main
+from ganxfer.nets import export_model, load_model
+from ganxfer.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from ganxfer.recipe import load_recipe
+from ganxfer.transfer import TransferError, adapt_channels, transfer_state, warm_start_generator
+
+SMALL = ["--set", "data.limit=64", "--set", "train.batch_size=16", "--set", "generator.ngf=8",
+         "--set", "discriminator.ndf=8", "--set", "generator.latent_dim=16"]
+
+
+@pytest.fixture
+def gray_source(tmp_path):
+    """A trained-looking 1-channel 32px source (random weights, non-trivial BN statistics)."""
+    g = DCGANGenerator(resolution=32, channels=1, ngf=8, latent_dim=16)
+    g.train()
+    with torch.no_grad():
+        g(torch.randn(64, 16))  # move the BN running stats away from their init
+    return export_model(g, tmp_path / "src", "generator")
+
+
+def finetune(*args):
+    return CliRunner().invoke(main, ["finetune", "recipes/anime_dcgan.yaml", *map(str, args)])
+
+
+def test_step0_generator_equals_its_source(gray_source, anime_dir, monkeypatch, tmp_path):
+    """kimg=0 exports the warm start: each colour channel is the grey source image, bit for bit."""
+    monkeypatch.setenv("GANXFER_DATA", str(anime_dir.parent))
+    run = tmp_path / "run"
+    res = finetune(*SMALL, "--set", "data.resolution=32", "--set", f"generator.init={gray_source}",
+                   "--set", "train.kimg=0", "--run-dir", run)
+    assert res.exit_code == 0, res.output
+    src, dst = load_model(gray_source), load_model(run / "generator")
+    z = torch.randn(8, 16)
+    expected = src(z)
+    assert torch.equal(dst(z), expected.expand(-1, 3, -1, -1))
+    report = json.loads((run / "transfer.json").read_text())["generator"]
+    assert report["adapted"] == {"to_rgb.weight": "1 -> 3 image channels (output preserved)"}
+    assert report["new"] == [] and report["unused"] == [] and report["frozen"] == []
+    assert len(report["copied"]) == len(src.state_dict()) - 1
+    assert (run / "samples" / "000000000.png").is_file()
+
+
+def test_discriminator_input_adaptation_preserves_grey_response():
+    src, dst = DCGANDiscriminator(resolution=32, channels=1, ndf=8), DCGANDiscriminator(resolution=32, ndf=8)
+    report = transfer_state(dst, src, "src")
+    assert list(report["adapted"]) == ["blocks.0.0.weight"]
+    grey = torch.rand(4, 1, 32, 32) * 2 - 1
+    src.eval(), dst.eval()
+    assert torch.allclose(dst(grey.expand(-1, 3, -1, -1)), src(grey), atol=1e-5)
+
+
+def test_adapt_channels_back_to_grey():
+    w = torch.randn(8, 3, 4, 4)
+    assert torch.equal(adapt_channels(w, torch.Size([8, 1, 4, 4]), 1, "output"), w.mean(1, keepdim=True))
+
+
+def test_incompatible_sources_are_refused_by_name(tmp_path):
+    wide = DCGANGenerator(resolution=32, channels=1, ngf=16, latent_dim=16)
+    with pytest.raises(TransferError, match=r"blocks\.0\.0\.weight \(16, 64, 4, 4\) vs \(16, 32, 4, 4\)"):
+        transfer_state(DCGANGenerator(resolution=32, ngf=8, latent_dim=16), wide, "wide")
+    with pytest.raises(TransferError, match=r"blocks\.0\.0\.weight \(16, 32, 4, 4\) vs \(32, 32, 4, 4\)"):
+        transfer_state(DCGANGenerator(resolution=32, ngf=8, latent_dim=32),
+                       DCGANGenerator(resolution=32, ngf=8, latent_dim=16), "z16")
+
+
+def test_cli_refusal_is_one_line(gray_source, anime_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("GANXFER_DATA", str(anime_dir.parent))
+    res = finetune(*SMALL, "--set", "data.resolution=32", "--set", "generator.latent_dim=100",
+                   "--set", f"generator.init={gray_source}", "--set", "train.kimg=0", "--run-dir", tmp_path / "r")
+    assert res.exit_code == 2
+    assert "is incompatible with this recipe: blocks.0.0.weight (16, 32, 4, 4) vs (100, 32, 4, 4)" in res.output
+
+
+def test_growing_resolution_adds_fresh_blocks(gray_source, tmp_path):
+    recipe = load_recipe(None, ["data.resolution=64", "generator.ngf=8", "generator.latent_dim=16",
+                                f"generator.init={gray_source}"])
+    g = warm_start_generator(DCGANGenerator(resolution=64, ngf=8, latent_dim=16), recipe, tmp_path)
+    assert g.sample(2).shape == (2, 3, 64, 64)
+    report = json.loads((tmp_path / "transfer.json").read_text())["generator"]
+    assert report["new"] == [k for k in g.state_dict() if k.startswith("blocks.3.")]
+    src = load_model(gray_source).state_dict()
+    assert all(torch.equal(g.state_dict()[k], src[k]) for k in report["copied"])
+    big = export_model(DCGANGenerator(resolution=64, ngf=8, latent_dim=16), tmp_path / "big", "generator")
+    with pytest.raises(TransferError, match="is 64px; it can grow to 128, 256, ... but not to data.resolution=32"):
+        warm_start_generator(DCGANGenerator(resolution=32, ngf=8, latent_dim=16),
+                             load_recipe(None, ["data.resolution=32", f"generator.init={big}"]), None)
+
+
+def test_freeze_g_and_freeze_d(gray_source, anime_dir, monkeypatch, tmp_path):
+    """FreezeG keeps the first blocks at the source; FreezeD keeps the warm-started D's first blocks."""
+    monkeypatch.setenv("GANXFER_DATA", str(anime_dir.parent))
+    d_src = export_model(DCGANDiscriminator(resolution=32, channels=3, ndf=8), tmp_path / "dsrc", "discriminator")
+    run = tmp_path / "run"
+    res = finetune(*SMALL, "--set", "data.resolution=32", "--set", f"generator.init={gray_source}",
+                   "--set", "generator.freeze_blocks=2", "--set", f"discriminator.init={d_src}",
+                   "--set", "discriminator.freeze_blocks=1", "--set", "train.kimg=0.064",
+                   "--set", "optim.g_lr_mult=0.5", "--run-dir", run)
+    assert res.exit_code == 0, res.output
+    src = safetensors.torch.load_file(str(gray_source / "model.safetensors"))
+    out = safetensors.torch.load_file(str(run / "generator" / "model.safetensors"))
+    assert torch.equal(out["blocks.0.0.weight"], src["blocks.0.0.weight"])
+    assert torch.equal(out["blocks.1.1.weight"], src["blocks.1.1.weight"])  # BN affine frozen too
+    assert not torch.equal(out["blocks.2.0.weight"], src["blocks.2.0.weight"])
+    d_in = safetensors.torch.load_file(str(d_src / "model.safetensors"))
+    d_out = safetensors.torch.load_file(str(run / "discriminator" / "model.safetensors"))
+    assert torch.equal(d_out["blocks.0.0.weight"], d_in["blocks.0.0.weight"])
+    assert not torch.equal(d_out["blocks.1.0.weight"], d_in["blocks.1.0.weight"])
+    report = json.loads((run / "transfer.json").read_text())
+    assert report["generator"]["frozen"][:2] == ["blocks.0.0.weight", "blocks.0.1.weight"]
+    assert report["discriminator"]["frozen"] == ["blocks.0.0.weight"]
