@@ -67,5 +67,5 @@ def load_checkpoint(acc: Accelerator, folder: Path, ema: nn.Module | None, gen: 
     if rng.is_file():
         gen.set_state(safetensors.torch.load_file(str(rng))["state"])
     if ema is not None and (folder / "ema.safetensors").is_file():
-        safetensors.torch.load_model(ema, str(folder / "ema.safetensors"), strict=True, device=str(acc.device))
+        ema.load_state_dict(safetensors.torch.load_file(str(folder / "ema.safetensors")), strict=True)
     return json.loads((folder / "trainer.json").read_text())

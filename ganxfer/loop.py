@@ -145,8 +145,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
     rank_slice = slice(acc.process_index * local_batch, (acc.process_index + 1) * local_batch)
     per_iter = tr.batch_size * tr.d_steps  # the budget is met in whole iterations
     bar = tqdm(total=math.ceil(total / per_iter) * per_iter / 1000, initial=counters["images_seen"] / 1000,
-               unit="kimg", dynamic_ncols=True, disable=not acc.is_main_process, bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg "
-               "[{elapsed}<{remaining}{postfix}]")
+               unit="kimg", dynamic_ncols=True, disable=not acc.is_main_process,
+               bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]")
     window = {"loss_d": 0.0, "loss_g": 0.0, "r1": 0.0, "n": 0}
     t_log, seen_log, t_start, wall0 = time.time(), counters["images_seen"], time.time(), counters["wall_s"]
     G.train()
@@ -195,11 +195,12 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         last = now >= total
         if crossed(before, now, tr.log_every_kimg) or last:
             dt = time.time() - t_log
-            row = {"kimg": now / 1000, "step": counters["step"],
-                   "loss_d": window["loss_d"] / window["n"], "loss_g": window["loss_g"] / window["n"],
+            means = torch.tensor([window["loss_d"], window["loss_g"], window["r1"]], device=acc.device)
+            loss_d, loss_g, r1_sum = (acc.reduce(means, reduction="mean") / window["n"]).tolist()
+            row = {"kimg": now / 1000, "step": counters["step"], "loss_d": loss_d, "loss_g": loss_g,
                    "images_per_s": (now - seen_log) / max(dt, 1e-9), "wall_s": round(counters["wall_s"], 3)}
             if recipe.loss.r1_gamma > 0:
-                row["r1"] = window["r1"] / max(1, math.ceil(window["n"] / recipe.loss.r1_every))
+                row["r1"] = r1_sum * window["n"] / max(1, math.ceil(window["n"] / recipe.loss.r1_every))
             _log(acc, run_dir, row)
             bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}", ips=f"{row['images_per_s']:.0f}")
             window = {"loss_d": 0.0, "loss_g": 0.0, "r1": 0.0, "n": 0}

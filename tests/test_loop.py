@@ -110,3 +110,23 @@ def test_anime_dcgan_on_real_faces(anime_dir, tmp_path, monkeypatch):
     folder = tmp_path / "fakes"
     assert cli("sample", run, "--num", "5", "--out", folder, "--seed", "3").exit_code == 0
     assert sorted(p.name for p in folder.iterdir()) == [f"{i:06d}.png" for i in range(5)]
+
+
+def test_two_processes_with_torchrun(mnist_env, tmp_path):
+    """Data-parallel training on CPU (gloo): one log, per-rank RNG state, and a two-process resume."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "ganxfer", "train",
+           "recipes/mnist_dcgan.yaml", *TINY, "--run-dir", str(run)]
+    for kimg, extra in (("0.032", []), ("0.064", ["--resume"])):
+        proc = subprocess.run([*cmd, "--set", f"train.kimg={kimg}", *extra], env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in rows] == [0.032, 0.064]
+    last = checkpoints(run)[-1]
+    assert {"rng_0.safetensors", "rng_1.safetensors"} <= {p.name for p in last.iterdir()}
+    assert json.loads((last / "trainer.json").read_text())["images_seen"] == 64
