@@ -15,12 +15,26 @@ from torch import nn
 
 from ganxfer.errors import GanxferError
 from ganxfer.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from ganxfer.nets.projected import ProjectedDiscriminator
 
 GENERATORS: dict[str, type[nn.Module]] = {"dcgan": DCGANGenerator}
-DISCRIMINATORS: dict[str, type[nn.Module]] = {"dcgan": DCGANDiscriminator}
+DISCRIMINATORS: dict[str, type[nn.Module]] = {"dcgan": DCGANDiscriminator, "projected": ProjectedDiscriminator}
+
+
+def _projected_kwargs(r) -> dict:
+    """Recipe -> ProjectedDiscriminator kwargs. ``pretrained``/``pretrained_file`` only pick the initial backbone
+    weights and stay out of config.json, so ``load_model`` rebuilds with random weights, then loads its own."""
+    d = r.discriminator
+    return dict(backbone=d.backbone, resolution=r.data.resolution, channels=r.data.channels, mode=d.mode,
+                trainable_from=d.trainable_from, backbone_lr_mult=d.backbone_lr_mult, out_indices=d.out_indices,
+                input_size=d.input_size, projection=d.projection, head_channels=d.head_channels,
+                pretrained=d.pretrained, pretrained_file=d.pretrained_file)
+
+
 # recipe -> constructor kwargs, one function per kind; later kinds register themselves here.
 DISCRIMINATOR_KWARGS: dict[str, Callable] = {
     "dcgan": lambda r: dict(resolution=r.data.resolution, channels=r.data.channels, ndf=r.discriminator.ndf),
+    "projected": _projected_kwargs,
 }
 
 
@@ -104,6 +118,6 @@ def load_model(folder: str | Path, role: str | None = None) -> nn.Module:
         raise ModelFormatError(f"{folder} has no model.safetensors; ganxfer loads safetensors weights only")
     missing, unexpected = safetensors.torch.load_model(model, str(weights), strict=False)
     if missing or unexpected:
-        raise ModelFormatError(f"{weights} does not match its config.json: missing {missing[:5]}, "
-                               f"unexpected {unexpected[:5]}")
+        raise ModelFormatError(f"{weights} does not match its config.json: missing {sorted(missing)[:5]}, "
+                               f"unexpected {sorted(unexpected)[:5]}")
     return model.eval()

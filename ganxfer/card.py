@@ -1,0 +1,235 @@
+"""The folder ``ganxfer push`` uploads, and its model card (README.md with Hub metadata).
+
+The folder is itself a loadable generator: ``config.json`` + ``model.safetensors`` at its root, the
+discriminator (with ``--with-discriminator``) in ``discriminator/``, plus ``recipe.yaml`` when the run
+recorded one, ``samples.png`` (the run's latest grid, or one rendered now) and ``README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from huggingface_hub import ModelCard, ModelCardData
+
+from ganxfer.hub import BUNDLED, PushError, SourceError, parse_hub_id, resolve
+from ganxfer.nets import load_model, read_config
+
+SAMPLES = "samples.png"
+REPO_URL = "https://github.com/ganxfer/ganxfer"
+HUB_DATASETS = {"mnist": "ylecun/mnist"}  # data.path shortcuts -> their Hub dataset ids
+KIND_NAMES = {"dcgan": "DCGAN", "projected": "Projected GAN"}
+
+
+@dataclass
+class RunInfo:
+    """What a run folder says about how a generator was trained; every field may be unknown."""
+
+    recipe: dict = field(default_factory=dict)
+    rows: list[dict] = field(default_factory=list)
+    images_seen: int | None = None
+    transfer_source: str | None = None
+    base_model: str | None = None
+    hardware: str | None = None
+
+    @property
+    def wall_s(self) -> float | None:
+        return next((r["wall_s"] for r in reversed(self.rows) if "wall_s" in r), None)
+
+    @property
+    def evals(self) -> list[dict]:
+        return [r for r in self.rows if "kid_mean" in r or "fid" in r]
+
+
+def find_run(source: str, generator: Path) -> Path | None:
+    """The run folder (or pushed folder) around ``generator``: where recipe.yaml, metrics and samples live."""
+    path = Path(source).expanduser()
+    if (path / "generator").is_dir():
+        return path
+    return next((f for f in (generator, generator.parent) if (f / "recipe.yaml").is_file()), None)
+
+
+def run_info(run: Path | None, hardware: str | None = None) -> RunInfo:
+    """Read recipe.yaml, metrics.jsonl, checkpoints and transfer.json of ``run`` (all optional)."""
+    info = RunInfo(hardware=hardware)
+    if run is None:
+        return info
+    if (run / "recipe.yaml").is_file():
+        info.recipe = yaml.safe_load((run / "recipe.yaml").read_text()) or {}
+    if (run / "metrics.jsonl").is_file():
+        for line in (run / "metrics.jsonl").read_text().splitlines():
+            try:
+                info.rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    seen = [round(r["kimg"] * 1000) for r in info.rows if isinstance(r.get("kimg"), (int, float))]
+    seen += [json.loads(p.read_text()).get("images_seen", 0) for p in run.glob("checkpoints/step-*/trainer.json")]
+    info.images_seen = max(seen) if seen else None
+    transfer = json.loads((run / "transfer.json").read_text()).get("generator", {}) \
+        if (run / "transfer.json").is_file() else {}
+    info.transfer_source = transfer.get("source") or (info.recipe.get("generator") or {}).get("init")
+    info.base_model = base_model(info.transfer_source, transfer.get("source_dir"))
+    info.hardware = hardware or next((str(r[k]) for r in info.rows for k in ("hardware", "device") if r.get(k)), None)
+    return info
+
+
+def base_model(source: str | None, source_dir: str | None = None) -> str | None:
+    """The Hub id a warm start came from, when it came from the Hub (not a local folder or bundled model)."""
+    if not source or not parse_hub_id(source):
+        return None
+    repo = parse_hub_id(source)[0]
+    if source_dir is not None:  # transfer.json says where it was loaded from: the Hub cache, or not
+        return repo if f"models--{repo.replace('/', '--')}" in source_dir else None
+    return None if Path(source).expanduser().exists() or (BUNDLED / source).is_dir() else repo
+
+
+def _dataset(path: str | None) -> tuple[str | None, str | None, str]:
+    """(tag, Hub dataset id, Markdown description) of a recipe's data.path."""
+    if not path:
+        return None, None, "unrecorded data"
+    if path in HUB_DATASETS:
+        repo = HUB_DATASETS[path]
+        return path, repo, f"[{path.upper()}](https://huggingface.co/datasets/{repo})"
+    if path.startswith("hub:") and parse_hub_id(path[4:]):
+        repo = parse_hub_id(path[4:])[0]
+        return repo.split("/")[1].lower(), repo, f"[{repo}](https://huggingface.co/datasets/{repo})"
+    name = Path(path).name or path
+    return name.lower(), None, f"`{name}`"
+
+
+def card_data(config: dict, info: RunInfo, license: str) -> ModelCardData:
+    """The YAML metadata: library, tags (gan, ganxfer, kinds, dataset, backbone), license, datasets, base model."""
+    kind = config.get("ganxfer", {}).get("kind", "dcgan")
+    disc = info.recipe.get("discriminator") or {}
+    tag, dataset, _ = _dataset((info.recipe.get("data") or {}).get("path"))
+    tags = ["gan", "ganxfer", kind, "unconditional-image-generation"]
+    tags += [t for t in (disc.get("kind"), tag) if t]
+    if disc.get("kind") == "projected" and disc.get("backbone"):
+        tags.append(disc["backbone"])
+    return ModelCardData(library_name="ganxfer", pipeline_tag="unconditional-image-generation", license=license,
+                         tags=tags, datasets=[dataset] if dataset else None, base_model=info.base_model)
+
+
+def _describe(config: dict, info: RunInfo) -> str:
+    kind = config.get("ganxfer", {}).get("kind", "dcgan")
+    res, channels = config.get("resolution", "?"), config.get("channels", 3)
+    text = (f"A {KIND_NAMES.get(kind, kind)} generator of {res}×{res} {'RGB' if channels == 3 else 'grayscale'} "
+            f"images (latent size {config.get('latent_dim', '?')}), trained with [ganxfer]({REPO_URL})")
+    if info.recipe:
+        text += f" on {_dataset((info.recipe.get('data') or {}).get('path'))[2]}"
+        disc = info.recipe.get("discriminator") or {}
+        if disc.get("kind") == "projected":
+            text += f" against a Projected GAN discriminator on a {disc.get('mode', 'frozen')} `{disc.get('backbone')}`"
+        elif disc.get("kind"):
+            text += f" against a {KIND_NAMES.get(disc['kind'], disc['kind'])} discriminator"
+    if info.transfer_source:
+        src = info.transfer_source
+        shown = f"[{info.base_model}](https://huggingface.co/{info.base_model})" if info.base_model else f"`{src}`"
+        text += f", warm-started from {shown}"
+    return text + ". Weights are safetensors, and `config.json` rebuilds the exact network; nothing is unpickled."
+
+
+def _training(info: RunInfo, has_recipe: bool) -> list[str]:
+    r = info.recipe
+    if not r:
+        return ["No training recipe was recorded with this generator."]
+    data, g, d, loss, tr = (r.get(k) or {} for k in ("data", "generator", "discriminator", "loss", "train"))
+    optim, aug = r.get("optim") or {}, (r.get("augment") or {}).get("policy")
+    backbone = f"`{d.get('backbone')}` backbone ({d.get('mode')})" if d.get("kind") == "projected" \
+        else f"ndf {d.get('ndf')}"
+    rows = [("data", f"{_dataset(data.get('path'))[2]}, {data.get('resolution')}px"
+                     f"{', horizontal flips' if data.get('hflip') else ''}"),
+            ("generator", f"{g.get('kind')}, ngf {g.get('ngf')}, latent {g.get('latent_dim')}"),
+            ("discriminator", f"{d.get('kind')}, {backbone}"),
+            ("loss", f"{loss.get('kind')}" + (f", R1 γ={loss['r1_gamma']}" if loss.get("r1_gamma") else "")),
+            ("augmentation", f"DiffAugment {aug}" if aug else "none"),
+            ("optimizer", f"Adam, lr G {optim.get('g_lr')} / D {optim.get('d_lr')}, betas {optim.get('betas')}"),
+            ("batch size", str(tr.get("batch_size"))), ("EMA", str(tr.get("ema")))]
+    if info.images_seen is not None:
+        rows.append(("images seen", f"{info.images_seen:,} ({info.images_seen / 1000:g} kimg)"))
+    if info.wall_s is not None:
+        rows.append(("training time", f"{info.wall_s / 3600:.2f} h" if info.wall_s >= 360 else f"{info.wall_s:.0f} s"))
+    rows.append(("hardware", info.hardware or "not recorded"))
+    lines = ["| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
+    if has_recipe:
+        lines += ["", "The full recipe is [`recipe.yaml`](recipe.yaml); `ganxfer train recipe.yaml` repeats the run."]
+    return lines
+
+
+def _evaluation(info: RunInfo, repo_id: str) -> list[str]:
+    if not info.evals:
+        return [f"Not evaluated yet: `ganxfer evaluate {repo_id} --data PATH` computes FID and KID."]
+    ev = info.recipe.get("eval") or {}
+    lines = [f"Against the training data with {ev.get('num', '?')} generated images (Inception features; "
+             "lower is better):", "", "| kimg | FID | KID ×10³ |", "|---|---|---|"]
+    for r in info.evals[-5:]:
+        fid = f"{r['fid']:.2f}" if "fid" in r else "–"
+        kid = f"{r['kid_mean'] * 1e3:.2f}" + (f" ± {r['kid_std'] * 1e3:.2f}" if "kid_std" in r else "") \
+            if "kid_mean" in r else "–"
+        lines.append(f"| {r.get('kimg', 0):g} | {fid} | {kid} |")
+    return lines
+
+
+def model_card(repo_id: str, config: dict, info: RunInfo, files: list[str], license: str = "apache-2.0") -> ModelCard:
+    """The README.md of a pushed generator: Hub metadata, what it is, three-line usage, training, metrics, grid."""
+    usage = ["```python", "import ganxfer  # pip install ganxfer", f'generator = ganxfer.load_generator("{repo_id}")',
+             f"images = generator.sample(16, seed=0)  # (16, {config.get('channels', 3)}, {config.get('resolution')}, "
+             f"{config.get('resolution')}) tensor in [-1, 1]", "```", "",
+             f"From the shell: `ganxfer sample {repo_id} --num 64 --out grid.png`."]
+    if any(f.startswith("discriminator/") for f in files):
+        usage += ["", f"`discriminator/` holds the discriminator it was trained against: a recipe can warm-start "
+                      f"both with `generator.init: {repo_id}` and `discriminator.init: {repo_id}`."]
+    body = [f"# {repo_id.split('/')[-1]}", "", _describe(config, info), "", f"![Sample grid]({SAMPLES})", "",
+            "## Usage", "", *usage, "", "## Training", "", *_training(info, "recipe.yaml" in files), "",
+            "## Evaluation", "", *_evaluation(info, repo_id), "", "## Files", "",
+            *[f"- `{f}`" for f in files], ""]
+    data = card_data(config, info, license)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def _grid(run: Path | None, generator: Path, info: RunInfo, out: Path) -> None:
+    """The run's latest sample grid, else one rendered from the generator with seed 0."""
+    grids = sorted(run.glob("samples/*.png")) if run is not None else []
+    existing = grids[-1] if grids else (run / SAMPLES if run is not None and (run / SAMPLES).is_file() else None)
+    if existing is not None:
+        shutil.copyfile(existing, out)
+        return
+    from torchvision.utils import save_image
+
+    n = (info.recipe.get("train") or {}).get("num_samples", 64)
+    images = load_model(generator, "generator").sample(n, seed=0)
+    save_image(images, str(out), nrow=math.ceil(math.sqrt(n)), normalize=True, value_range=(-1, 1), padding=1)
+
+
+def _copy_model(folder: Path, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copyfile(folder / name, out / name)  # follows the Hub cache's symlinks
+
+
+def build_upload(source: str, repo_id: str, out: Path, with_discriminator: bool = False,
+                 license: str = "apache-2.0", hardware: str | None = None) -> list[str]:
+    """Write the exact folder ``ganxfer push`` uploads into ``out``; return its files, relative and sorted."""
+    generator = resolve(source, "generator")
+    load_model(generator, "generator")  # strict: refuse to publish weights that do not match their config
+    discriminator = None
+    if with_discriminator:
+        try:
+            discriminator = resolve(source, "discriminator")
+        except SourceError as e:
+            raise PushError(f"--with-discriminator: {e}") from None
+    run = find_run(source, generator)
+    info = run_info(run, hardware)
+    _copy_model(generator, out)
+    if discriminator is not None:
+        _copy_model(discriminator, out / "discriminator")
+    if run is not None and (run / "recipe.yaml").is_file():
+        shutil.copyfile(run / "recipe.yaml", out / "recipe.yaml")
+    _grid(run, generator, info, out / SAMPLES)
+    files = sorted([p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()] + ["README.md"])
+    model_card(repo_id, read_config(generator), info, files, license).save(out / "README.md")
+    return files
