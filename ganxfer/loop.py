@@ -10,6 +10,8 @@ import copy
 import json
 import logging
 import math
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -46,8 +48,6 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None
                        "--overwrite to start over, or --run-dir for a new folder")
     if found:
         for old in found:
-            import shutil
-
             shutil.rmtree(old)
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     return None
@@ -199,6 +199,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
             loss_d, loss_g, r1_sum = (acc.reduce(means, reduction="mean") / window["n"]).tolist()
             row = {"kimg": now / 1000, "step": counters["step"], "loss_d": loss_d, "loss_g": loss_g,
                    "images_per_s": (now - seen_log) / max(dt, 1e-9), "wall_s": round(counters["wall_s"], 3)}
+            if last:
+                row["hardware"] = hardware(acc)
             if recipe.loss.r1_gamma > 0:
                 row["r1"] = r1_sum * window["n"] / max(1, math.ceil(window["n"] / recipe.loss.r1_every))
             _log(acc, run_dir, row)
@@ -232,11 +234,19 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
     return run_dir / "generator"
 
 
+def hardware(acc: Accelerator) -> str:
+    """What the run trained on, for the model card: e.g. '2x NVIDIA H100 80GB HBM3' or 'CPU (2 cores)'."""
+    if acc.device.type == "cuda":
+        return f"{acc.num_processes}x {torch.cuda.get_device_name(acc.device)}"
+    return f"{acc.num_processes}x CPU ({os.cpu_count()} cores)"
+
+
 def _log(acc: Accelerator, run_dir: Path, row: dict) -> None:
     if acc.is_main_process:
         with open(run_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")
-    acc.log({k: v for k, v in row.items() if k not in ("kimg", "step")}, step=round(row["kimg"] * 1000))
+    scalars = {k: v for k, v in row.items() if k not in ("kimg", "step") and isinstance(v, (int, float))}
+    acc.log(scalars, step=round(row["kimg"] * 1000))
 
 
 def _truncate_metrics(path: Path, images_seen: int) -> None:
