@@ -126,3 +126,122 @@ def sample(source: str, num: int, out: Path, seed: int, device: str | None) -> N
         for i, img in enumerate(images):
             save_image(img, str(out / f"{i:06d}.png"), normalize=True, value_range=(-1, 1))
     click.echo(f"wrote {num} image(s) to {out}")
+
+
+@main.command()
+@click.argument("source")
+@click.option("--data", required=True,
+              help="Real images: 'mnist', a folder or zip of images, or hub:owner/dataset.")
+@click.option("--num", "-n", type=click.IntRange(min=2), default=None,
+              help="Generated images [default: 10000]; for an image-folder SOURCE its first N [default: all].")
+@click.option("--num-real", type=click.IntRange(min=2), default=None,
+              help="Use the first N real images [default: all].")
+@click.option("--metrics", default="fid,kid,pr", show_default=True, help="Comma list of fid, kid, pr.")
+@click.option("--batch", "-b", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Images per Inception forward.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the result as JSON here.")
+@click.option("--resolution", type=click.IntRange(min=8), default=None,
+              help="Side for an image-folder SOURCE [default: its first image's short side].")
+@click.option("--kid-subset-size", type=click.IntRange(min=2), default=None,
+              help="KID subset size [default: min(1000, smaller set // 2)].")
+@click.option("--seed", default=0, show_default=True, help="Seed of the generated latents.")
+@click.option("--device", default=None, help="torch device (default: cuda if available).")
+def evaluate(source: str, data: str, num, num_real, metrics: str, batch: int, json_out: Path | None, resolution,
+             kid_subset_size, seed: int, device: str | None) -> None:
+    """Score SOURCE against real images with FID, KID and precision/recall.
+
+    SOURCE is a generator (run folder, exported folder, bundled name or Hub id; a run's exported
+    generator/ is its EMA generator) or a folder of images (real-versus-real checks). Features come from
+    torch-fidelity's Inception (inception-v3-compat, weights under $TORCH_HOME); generated images are
+    quantised to uint8 like saved PNGs, real ones take the training resize path. Features of image sets
+    are cached in $GANXFER_CACHE/fid-stats (default ~/.cache/ganxfer/fid-stats). On a CPU Inception runs
+    at a few images/s: keep --num and --num-real in the hundreds or low thousands there.
+
+    \b
+    ganxfer evaluate runs/anime_dcgan --data $GANXFER_DATA/anime-faces-64 --num 1000 --metrics kid
+    ganxfer evaluate dcgan-mnist-64 --data mnist --num 10000 --json mnist.json
+    ganxfer evaluate fakes/ --data $GANXFER_DATA/anime-faces-64 --num-real 5000 --batch 128
+    """
+    import json
+
+    from ganxfer.metrics import evaluate as run_evaluate
+    from ganxfer.metrics import format_table
+
+    result = run_evaluate(source, data, num=num, num_real=num_real, metrics=metrics, batch=batch,
+                          resolution=resolution, kid_subset_size=kid_subset_size, seed=seed, device=device)
+    click.echo(format_table(result))
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
+        click.echo(f"wrote {json_out}")
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Image file (.png, .pdf, .svg).")
+def plot(runs: tuple[Path, ...], out: Path) -> None:
+    """Plot FID/KID against kimg and wall time, and the losses, of one or more RUN folders.
+
+    The legend uses each run's recipe name. Quality curves need in-training evaluation
+    (--set eval.every_kimg=...); runs without it show their losses only.
+
+    \b
+    ganxfer plot runs/anime_from_mnist runs/anime_dcgan --out curves.png
+    ganxfer plot runs/* --out curves.pdf
+    """
+    from ganxfer.plot import plot_runs
+
+    click.echo(f"wrote {plot_runs(list(runs), out)}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def backbones(as_json: bool) -> None:
+    """List the timm backbones verified for discriminator.kind=projected.
+
+    Shows each one's default feature levels (channels, reductions), backbone parameters, and whether its
+    pretrained weights are in the Hugging Face cache (HF_HUB_CACHE) right now. Any other timm name may be
+    used too; these are the ones tested.
+
+    \b
+    ganxfer backbones
+    ganxfer backbones --json
+    ganxfer train recipes/anime_projected.yaml --set discriminator.backbone=resnet18.a1_in1k
+    """
+    import json
+
+    from ganxfer.nets.backbones import known_backbones, table
+
+    rows = known_backbones()
+    click.echo(json.dumps(rows, indent=2) if as_json else table(rows))
+
+
+@main.command()
+@click.argument("source")
+@click.argument("repo_id")
+@click.option("--private", is_flag=True, help="Create the repo as private (an existing repo keeps its visibility).")
+@click.option("--revision", metavar="BRANCH", help="Upload to this branch, created from main when missing.")
+@click.option("--with-discriminator", is_flag=True, help="Also upload the discriminator, into discriminator/.")
+@click.option("--dry-run", "dry_run", type=click.Path(path_type=Path),
+              help="Write the exact folder that would be uploaded into this (new or empty) folder; no network.")
+@click.option("--license", "license_", default="apache-2.0", show_default=True, help="License in the model card.")
+@click.option("--hardware", help="Hardware line of the model card (default: what the run recorded).")
+def push(source: str, repo_id: str, private: bool, revision: str | None, with_discriminator: bool,
+         dry_run: Path | None, license_: str, hardware: str | None) -> None:
+    """Upload SOURCE (a run folder or exported generator) to the Hub as REPO_ID (owner/name).
+
+    The repo gets config.json + model.safetensors (the generator, loadable as `ganxfer sample REPO_ID`),
+    recipe.yaml, samples.png and a generated model card (README.md); --with-discriminator adds
+    discriminator/. Log in first with `hf auth login`.
+
+    \b
+    ganxfer push runs/anime_dcgan someone/anime-gan --dry-run out/
+    ganxfer sample out/ --num 16 --out check.png
+    ganxfer push runs/anime_dcgan someone/anime-gan --with-discriminator --private
+    ganxfer push runs/anime_dcgan someone/anime-gan --revision kimg-200
+    """
+    from ganxfer.hub import push as push_to_hub
+
+    where = push_to_hub(source, repo_id, private=private, revision=revision, with_discriminator=with_discriminator,
+                        dry_run_dir=dry_run, license=license_, hardware=hardware)
+    click.echo(f"wrote the upload folder {where}" if dry_run else f"pushed {source} to {where}")

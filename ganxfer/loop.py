@@ -207,6 +207,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
             bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}", ips=f"{row['images_per_s']:.0f}")
             window = {"loss_d": 0.0, "loss_g": 0.0, "r1": 0.0, "n": 0}
             t_log, seen_log = time.time(), now
+        t_pause = time.time()  # sampling, evaluation and checkpoints stay out of images_per_s
         if (crossed(before, now, tr.sample_every_kimg) or last) and acc.is_main_process:
             save_grid(ema or G_raw, fixed_z, run_dir / "samples" / f"{now:09d}.png")
             G_raw.train()
@@ -221,6 +222,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     export_model(ema or G_raw, run_dir / "generator-best", "generator")
         if crossed(before, now, tr.checkpoint_every_kimg) or last:
             checkpoint.save_checkpoint(acc, run_dir, counters, ema, gen, tr.keep_checkpoints)
+        t_log += time.time() - t_pause
     bar.close()
 
     # --- export ------------------------------------------------------------------------------------

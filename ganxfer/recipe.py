@@ -2,7 +2,10 @@
 
 A recipe is a YAML file with the sections below. Every key has a default, a type and, where it matters,
 a range or a set of choices; anything else is refused with a message that names the key and the closest
-valid one. ``${VAR}`` and ``${VAR:-default}`` are expanded in string values.
+valid one. ``${VAR}``, ``${VAR:-default}`` and ``${VAR:+alternative}`` are expanded in string values, as
+in bash; together they choose between two paths, for example
+``${GANXFER_DATA:-hub:huggan/anime-faces}${GANXFER_DATA:+/anime-faces-64}`` is
+``$GANXFER_DATA/anime-faces-64`` when GANXFER_DATA is set and the Hub dataset otherwise.
 """
 
 from __future__ import annotations
@@ -108,11 +111,15 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    every_kimg: float = _f(0.0, "in-training evaluation cadence (0 = off)", 0)
+    every_kimg: float = _f(0.0, "in-training evaluation cadence in kimg; 0 = off, the default, since Inception "
+                              "runs ~4 images/s on CPU; on a GPU e.g. --set eval.every_kimg=5", 0)
     num: int = _f(1000, "generated images per evaluation", 2)
     metrics: list[str] = _f(["kid"], "any of fid, kid, pr")
     data: str | None = _f(None, "reference images (default: data.path)")
-    best_metric: str = _f("kid_mean", "metric that picks RUN/generator-best (lower is better)")
+    num_real: int | None = _f(None, "reference images used (default: data.limit, or all); features cached on disk", 2)
+    best_metric: str = _f("kid_mean", "metric that picks RUN/generator-best: fid or kid_mean (lower is better)")
+    batch: int = _f(64, "images per feature-extractor forward", 1)
+    feature_extractor: str = _f("inception-v3-compat", "torch-fidelity feature extractor")
 
 
 @dataclass
@@ -135,19 +142,25 @@ class Recipe:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([-+])([^}]*))?\}")
 
 
 def expand_env(value: str, where: str = "") -> str:
-    """Expand ``${VAR}`` and ``${VAR:-default}``; an unset VAR with no default is an error."""
+    """Expand ``${VAR}``, ``${VAR:-default}`` and ``${VAR:+alternative}`` as bash does (empty counts as unset).
+
+    ``${VAR:-word}`` is VAR, or ``word`` when VAR is unset; ``${VAR:+word}`` is ``word`` when VAR is set, else
+    nothing. A bare ``${VAR}`` that is unset is an error.
+    """
 
     def sub(m: re.Match) -> str:
-        name, default = m.group(1), m.group(2)
+        name, op, word = m.groups()
         val = os.environ.get(name)
+        if op == "+":
+            return word if val else ""
         if val:
             return val
-        if default is not None:
-            return default
+        if op == "-":
+            return word
         raise RecipeError(f"{where}: environment variable {name} is not set; export it or use ${{{name}:-default}}")
 
     return _ENV.sub(sub, value)
@@ -281,8 +294,28 @@ def describe() -> list[tuple[str, str, Any, str]]:
                 walk(tp, f"{prefix}{f.name}.")
                 continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            name = re.sub(r"typing\.|<class '|'>", "", str(tp))
-            rows.append((f"{prefix}{f.name}", name, default, f.metadata.get("help", "")))
+            rows.append((f"{prefix}{f.name}", _type_name(tp), default, f.metadata.get("help", "")))
 
     walk(Recipe, "")
     return rows
+
+
+def _type_name(tp: Any) -> str:
+    """``int | None`` -> 'int or null', ``Literal['a', 'b']`` -> 'a, b'."""
+    if typing.get_origin(tp) is Literal:
+        return " / ".join(map(str, typing.get_args(tp)))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return tp.__name__
+
+
+def reference_table() -> str:
+    """The recipe reference as a Markdown table (README.md holds a copy; tests/test_docs.py compares)."""
+    lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for key, tp, default, help_ in describe():
+        shown = "null" if default is None else yaml.safe_dump(default, default_flow_style=True).strip()
+        shown = shown.removesuffix("\n...").strip() or "''"
+        lines.append(f"| `{key}` | {tp} | `{shown}` | {help_} |")
+    return "\n".join(lines)

@@ -1,0 +1,429 @@
+"""FID, KID and precision/recall from torch-fidelity's Inception features, with an on-disk reference cache.
+
+How each number is made:
+
+- Features: torch-fidelity's ``inception-v3-compat`` (the TF FID Inception, 2015-12-05), 2048-d pool features,
+  for every metric (precision/recall included; torch-fidelity's own default for it would be VGG-16).
+  Weights come from torch-fidelity's download cache, ``$TORCH_HOME/hub/checkpoints``.
+- Real images go through :func:`ganxfer.data.load_data`, the training resize path; generated images are
+  quantised to uint8 with :func:`ganxfer.data.to_uint8`, exactly like saved PNGs. Grayscale is repeated to RGB.
+- KID and precision/recall are torch-fidelity's own functions on those features (``kid_features_to_metric``,
+  ``prc_features_to_metric``), with the generated set as its ``input1`` and the real set as ``input2``, so
+  they equal ``torch_fidelity.calculate_metrics(..., feature_extractor='inception-v3-compat')`` on the same
+  images. KID uses 100 subsets of ``min(1000, n // 2)`` images (``n`` the smaller set), which is
+  torch-fidelity's 1000 whenever both sides hold 2000 or more.
+- FID is the same Fréchet distance, but ``Tr sqrt(S1 S2)`` is taken as the nuclear norm of ``L1^T L2``
+  (``S = L L^T``) in float64 rather than torch-fidelity's general ``eigvals`` of the 2048x2048 product, which
+  takes ~25 s per call on these CPUs. The two agree to ~1e-4 (the noise of ``eigvals`` on near-zero
+  eigenvalues); the tests hold them to 1e-3 against ``calculate_metrics``.
+- Features of image sets (the reference data, or a folder given as SOURCE) are cached as safetensors in
+  ``$GANXFER_CACHE/fid-stats`` (default ``~/.cache/ganxfer/fid-stats``), keyed by a fingerprint of the files
+  (names, sizes, mtimes) and the preprocessing (resolution, channels, limit, extractor).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import redirect_stderr
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ganxfer.data import list_images, load_data, mnist_root, to_uint8
+from ganxfer.errors import GanxferError
+from ganxfer.recipe import DataConfig
+
+log = logging.getLogger(__name__)
+
+EXTRACTOR = "inception-v3-compat"
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+METRICS = {"fid": ("fid",), "kid": ("kid_mean", "kid_std"), "pr": ("precision", "recall")}
+KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall")
+KID_SUBSETS = 100
+MIN_IMAGES = {"fid": 2, "kid": 4, "pr": 4}  # per side
+LOWER_IS_BETTER = ("fid", "kid_mean")
+CACHE_FORMAT = 1  # bump when cached features change meaning
+GEN_CHUNK = 500  # generated images per .sample() call: the images depend on the seed only, not on --batch
+INSTALL = "pip install 'ganxfer[metrics]'"
+# Extra feature extractors by name -> factory(device) returning a module with ``.name`` that maps uint8
+# (B, 3, H, W) to float (B, D). Stand-ins for tests and plugins; torch-fidelity's registry is the fallback.
+EXTRACTORS: dict[str, Callable[[torch.device], nn.Module]] = {}
+
+
+class MetricsError(GanxferError):
+    """An evaluation problem, phrased as one line for the user."""
+
+
+class WeightsError(MetricsError):
+    """The feature extractor's weights are neither cached nor downloadable."""
+
+
+def require_fidelity():
+    """The torch_fidelity module, or a one-line error that names the extra to install."""
+    try:
+        import torch_fidelity
+    except ImportError:
+        raise MetricsError(f"evaluation needs torch-fidelity; install it with {INSTALL}") from None
+    return torch_fidelity
+
+
+def cache_dir() -> Path:
+    """``$GANXFER_CACHE/fid-stats``, else ``$XDG_CACHE_HOME/ganxfer/fid-stats`` (``~/.cache`` by default)."""
+    if os.environ.get("GANXFER_CACHE"):
+        return Path(os.environ["GANXFER_CACHE"]) / "fid-stats"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ganxfer" / "fid-stats"
+
+
+def parse_metrics(spec: str | list[str]) -> list[str]:
+    names = [m.strip().lower() for m in (spec.split(",") if isinstance(spec, str) else spec) if m.strip()]
+    bad = [m for m in names if m not in METRICS]
+    if bad or not names:
+        raise MetricsError(f"unknown metric {', '.join(bad) or '(none)'}; choose from {', '.join(METRICS)}")
+    return list(dict.fromkeys(names))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# --- features --------------------------------------------------------------------------------------------
+
+
+class FidelityFeatures(nn.Module):
+    """A torch-fidelity feature extractor reduced to uint8 (B, 3, H, W) -> float32 (B, D) of one layer."""
+
+    def __init__(self, extractor: nn.Module, name: str) -> None:
+        super().__init__()
+        self.net, self.name = extractor, name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[0]
+
+
+def load_extractor(name: str = EXTRACTOR, device: torch.device | str | None = None) -> nn.Module:
+    """The feature network ``name`` on ``device``; missing weights offline raise :class:`WeightsError`."""
+    device = torch.device(device) if device is not None else default_device()
+    if name in EXTRACTORS:
+        return EXTRACTORS[name](device).eval().to(device)
+    require_fidelity()
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+    from torch_fidelity.utils import create_feature_extractor
+
+    if name not in FEATURE_EXTRACTORS_REGISTRY:
+        known = sorted([*FEATURE_EXTRACTORS_REGISTRY, *EXTRACTORS])
+        raise MetricsError(f"feature extractor '{name}' is unknown; known: {', '.join(known)}")
+    layer = FEATURE_EXTRACTORS_REGISTRY[name].get_default_feature_layer_for_metric("fid")
+    try:
+        with redirect_stderr(io.StringIO()):  # torch.hub's "Downloading: ..." line; the error says it all
+            net = create_feature_extractor(name, [layer], cuda=False, verbose=False)
+    except Exception as e:  # no network, proxy, truncated file: all end the same way for the user
+        where = Path(torch.hub.get_dir()) / "checkpoints"
+        what = f"{INCEPTION_FILE} is not in {where}" if name == EXTRACTOR else f"the {name} weights are not cached"
+        raise WeightsError(f"feature extractor {name}: {what} and could not be downloaded ({type(e).__name__}); "
+                           "set TORCH_HOME to a folder holding hub/checkpoints/ with the weights") from None
+    return FidelityFeatures(net, name).to(device)
+
+
+def _rgb(images: torch.Tensor) -> torch.Tensor:
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+@torch.no_grad()
+def features_of(batches: Iterator[torch.Tensor], extractor: nn.Module) -> torch.Tensor:
+    """float32 CPU features of uint8 (B, C, H, W) batches (C = 1 is repeated to RGB)."""
+    device = next(extractor.parameters(), torch.empty(0)).device
+    out = [extractor(_rgb(b).to(device, non_blocking=True)).float().cpu() for b in batches]
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def image_batches(data, batch: int) -> Iterator[torch.Tensor]:
+    for start in range(0, len(data), batch):
+        yield data.batch(torch.arange(start, min(start + batch, len(data))))
+
+
+def generated_batches(generator: nn.Module, num: int, batch: int, seed: int) -> Iterator[torch.Tensor]:
+    """``num`` images from ``generator.sample`` quantised to uint8 like saved PNGs, ``batch`` at a time."""
+    for k, start in enumerate(range(0, num, GEN_CHUNK)):
+        images = to_uint8(generator.sample(min(GEN_CHUNK, num - start), seed=seed * 1_000_003 + k))
+        yield from images.split(batch)
+
+
+# --- reference cache ---------------------------------------------------------------------------------------
+
+
+def _files_of(cfg: DataConfig) -> tuple[str, list[tuple[str, int, int]]]:
+    """(where the data lives, [(file, size, mtime_ns)]) for exactly the files ``load_data(cfg)`` reads."""
+    if cfg.path == "mnist":
+        raw = mnist_root() / "MNIST" / "raw"
+        files = sorted(p for p in raw.glob("train-*") if p.is_file()) if raw.is_dir() else []
+        return str(raw.resolve()) if raw.is_dir() else str(raw), [(p.name, *_stat(p)) for p in files]
+    if cfg.path.startswith("hub:"):
+        from ganxfer.hub import fetch_dataset
+
+        root = Path(fetch_dataset(cfg.path[4:]))
+    else:
+        root = Path(cfg.path).expanduser()
+    if not root.exists():
+        return str(root), []  # load_data raises the user-facing error
+    root = root.resolve()
+    names = list_images(root)[: cfg.limit] if cfg.limit else list_images(root)
+    if zipfile.is_zipfile(root):
+        return str(root), [(root.name, *_stat(root)), *[(n, 0, 0) for n in names]]
+    return str(root), [(n, *_stat(root / n)) for n in names]
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def fingerprint(cfg: DataConfig, extractor: str) -> str:
+    """A key for the features of ``cfg``'s images: the files, the preprocessing and the extractor."""
+    where, files = _files_of(cfg)
+    h = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, "path": cfg.path, "where": where,
+                                   "resolution": cfg.resolution, "channels": cfg.channels, "limit": cfg.limit,
+                                   "extractor": extractor}, sort_keys=True).encode())
+    for name, size, mtime in files:
+        h.update(f"{name}\0{size}\0{mtime}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def dataset_features(cfg: DataConfig, extractor: nn.Module, batch: int = 64,
+                     cache: Path | None = None) -> tuple[torch.Tensor, bool]:
+    """Features of the images ``load_data(cfg)`` yields, and whether they came from the on-disk cache."""
+    import safetensors.torch
+
+    cache = Path(cache) if cache is not None else cache_dir()
+    path = cache / f"{fingerprint(cfg, extractor.name)}.safetensors"
+    if path.is_file():
+        log.info("features of %s: cache hit %s", cfg.path, path)
+        return safetensors.torch.load_file(str(path))["features"], True
+    data = load_data(cfg)
+    t0 = time.time()
+    feats = features_of(image_batches(data, batch), extractor)
+    log.info("features of %d images from %s in %.1fs; cached in %s", len(feats), cfg.path, time.time() - t0, path)
+    cache.mkdir(parents=True, exist_ok=True)
+    meta = {"data": cfg.path, "resolution": str(cfg.resolution), "channels": str(cfg.channels),
+            "limit": str(cfg.limit), "extractor": extractor.name, "num": str(len(feats))}
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    safetensors.torch.save_file({"features": feats.contiguous()}, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return feats, False
+
+
+# --- metrics -------------------------------------------------------------------------------------------------
+
+
+def _cov_factor(x: torch.Tensor) -> torch.Tensor:
+    """``L`` (d, k) with ``L @ L.T`` the sample covariance of rows ``x``; k = min(n, d)."""
+    xc = x - x.mean(0)
+    n, d = xc.shape
+    if n <= d:
+        return xc.T / math.sqrt(n - 1)
+    w, v = torch.linalg.eigh(xc.T @ xc / (n - 1))
+    return v * w.clamp(min=0).sqrt()
+
+
+def frechet_distance(fake: torch.Tensor, real: torch.Tensor) -> float:
+    """FID of two feature sets: |mu1 - mu2|^2 + Tr S1 + Tr S2 - 2 Tr sqrt(S1 S2), in float64."""
+    x1, x2 = fake.double().cpu(), real.double().cpu()
+    l1, l2 = _cov_factor(x1), _cov_factor(x2)
+    tr_covmean = torch.linalg.svdvals(l1.T @ l2).sum()
+    mean_term = (x1.mean(0) - x2.mean(0)).square().sum()
+    return float(mean_term + l1.square().sum() + l2.square().sum() - 2 * tr_covmean)
+
+
+def kid_subset(n_fake: int, n_real: int) -> int:
+    return min(1000, min(n_fake, n_real) // 2)
+
+
+def compute_metrics(fake: torch.Tensor, real: torch.Tensor, metrics: list[str] = ("fid", "kid", "pr"),
+                    kid_subset_size: int | None = None, kid_subsets: int = KID_SUBSETS) -> dict[str, float]:
+    """FID, KID (torch-fidelity's) and precision/recall (torch-fidelity's, batched to bound memory) of
+    generated (``fake``) against real features."""
+    require_fidelity()
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+    from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
+
+    n = min(len(fake), len(real))
+    for m in metrics:
+        if n < MIN_IMAGES[m]:
+            raise MetricsError(f"{m} needs at least {MIN_IMAGES[m]} images on each side; got {len(fake)} "
+                               f"generated and {len(real)} real")
+    out: dict[str, float] = {}
+    fake, real = fake.float().cpu(), real.float().cpu()
+    if "fid" in metrics:
+        out["fid"] = frechet_distance(fake, real)
+    if "kid" in metrics:
+        size = kid_subset_size or kid_subset(len(fake), len(real))
+        if not 2 <= size <= n:
+            raise MetricsError(f"KID subset size {size} must be between 2 and {n} (the smaller set)")
+        kid = kid_features_to_metric(fake, real, kid_subset_size=size, kid_subsets=kid_subsets, verbose=False)
+        out["kid_mean"], out["kid_std"] = kid[KEY_METRIC_KID_MEAN], kid[KEY_METRIC_KID_STD]
+    if "pr" in metrics:
+        pr = prc_features_to_metric(fake, real, save_cpu_ram=True, verbose=False)
+        out["precision"], out["recall"] = pr[KEY_METRIC_PRECISION], pr[KEY_METRIC_RECALL]
+    return {k: float(v) for k, v in out.items()}
+
+
+def versions() -> dict[str, str]:
+    import ganxfer
+
+    try:
+        import torch_fidelity
+
+        fidelity = torch_fidelity.__version__
+    except ImportError:
+        fidelity = "missing"
+    return {"torch": torch.__version__, "torch_fidelity": fidelity, "ganxfer": ganxfer.__version__}
+
+
+# --- evaluate ------------------------------------------------------------------------------------------------
+
+
+def is_image_source(source: str) -> bool:
+    """A folder or zip of images rather than a generator (exported folder, run folder, name or Hub id)."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return zipfile.is_zipfile(path)
+    markers = ("config.json", "generator", "recipe.yaml")  # an exported folder or a run folder
+    return path.is_dir() and not any((path / m).exists() for m in markers)
+
+
+def evaluate(source: str, data: str, num: int | None = None, num_real: int | None = None,
+             metrics: str | list[str] = "fid,kid,pr", batch: int = 64, resolution: int | None = None,
+             kid_subset_size: int | None = None, seed: int = 0, device: str | None = None,
+             extractor: str = EXTRACTOR, cache: Path | None = None) -> dict:
+    """Score SOURCE (a generator source or a folder/zip of images) against the real images at ``data``.
+
+    ``num`` generated images (default 10,000; for an image folder, its first ``num``, default all) against
+    the first ``num_real`` images of ``data`` (default all), at the generator's resolution and channels
+    (for an image folder: RGB at its first image's short side, unless ``resolution`` is given).
+    """
+    names = parse_metrics(metrics)
+    t0 = time.time()
+    dev = torch.device(device) if device else default_device()
+    net = load_extractor(extractor, dev)  # first: missing weights fail before any other work
+    cached = {}
+    if is_image_source(source):
+        side = resolution or _first_image_side(source)
+        fake_cfg = DataConfig(path=str(source), resolution=side, channels=3, limit=num)
+        fake, cached["fake"] = dataset_features(fake_cfg, net, batch, cache)
+        channels = 3
+    else:
+        from ganxfer.hub import load_generator
+
+        generator = load_generator(source).to(dev)
+        _, channels, side, _ = generator.sample(1, seed=seed).shape
+        if resolution and resolution != side:
+            raise MetricsError(f"--resolution {resolution} differs from the generator's {side}; drop it")
+        fake = features_of(generated_batches(generator, num or 10_000, batch, seed), net)
+    real_cfg = DataConfig(path=str(data), resolution=side, channels=channels, limit=num_real)
+    real, cached["real"] = dataset_features(real_cfg, net, batch, cache)
+    scores = compute_metrics(fake, real, names, kid_subset_size)
+    return {**{k: scores.get(k) for k in KEYS}, "num_fake": len(fake), "num_real": len(real),
+            "metrics": names, "feature_extractor": net.name, "feature_dim": int(fake.shape[1]),
+            "kid_subset_size": (kid_subset_size or kid_subset(len(fake), len(real))) if "kid" in names else None,
+            "kid_subsets": KID_SUBSETS if "kid" in names else None,
+            "source": str(source), "data": str(data), "resolution": side, "channels": channels,
+            "cache_hit": cached, "device": str(dev),
+            "seconds": round(time.time() - t0, 2), "versions": versions()}
+
+
+def _first_image_side(source: str) -> int:
+    from PIL import Image
+
+    path = Path(source).expanduser()
+    names = list_images(path)
+    if not names:
+        raise MetricsError(f"{source} holds no images")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            size = Image.open(io.BytesIO(zf.read(names[0]))).size
+    else:
+        size = Image.open(path / names[0]).size
+    return min(size)
+
+
+def format_table(result: dict) -> str:
+    """The terminal table of an :func:`evaluate` result."""
+    rows = []
+    if result.get("fid") is not None:
+        rows.append(("FID", f"{result['fid']:.4f}"))
+    if result.get("kid_mean") is not None:
+        rows.append(("KID", f"{result['kid_mean']:.6f} ± {result['kid_std']:.6f}"
+                            f"  ({result['kid_subsets']} subsets of {result['kid_subset_size']})"))
+    if result.get("precision") is not None:
+        rows.append(("precision", f"{result['precision']:.4f}"))
+        rows.append(("recall", f"{result['recall']:.4f}"))
+    hits = result["cache_hit"]
+    rows += [("generated" if "fake" not in hits else "source images", f"{result['num_fake']}"
+              + (f"  (cache {'hit' if hits['fake'] else 'miss'})" if "fake" in hits else "")),
+             ("real", f"{result['num_real']}  (cache {'hit' if hits['real'] else 'miss'})"),
+             ("features", f"{result['feature_extractor']} ({result['feature_dim']}-d) on {result['device']}, "
+                          f"{result['resolution']}px, {result['channels']} channel(s)"),
+             ("versions", ", ".join(f"{k} {v}" for k, v in result["versions"].items()))]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+# --- in-training evaluation ---------------------------------------------------------------------------------
+
+
+class TrainingEvaluator:
+    """Scores the generator during training: ``eval.num`` images against the cached reference features.
+
+    The reference is ``eval.data`` (default ``data.path``) through the training ``data.*`` preprocessing,
+    limited to ``eval.num_real`` images (default: ``data.limit`` for the training data, else all). Only the
+    main process loads Inception and evaluates; the others return ``{}`` and wait for it at a barrier. With
+    several processes, keep an evaluation short of the process-group timeout: precompute the reference cache
+    with ``ganxfer evaluate`` and keep ``eval.num`` moderate.
+    """
+
+    def __init__(self, recipe, device: torch.device | str) -> None:
+        from accelerate import PartialState
+
+        ev = recipe.eval
+        self.metrics = parse_metrics(ev.metrics)
+        produced = [k for m in self.metrics for k in METRICS[m]]
+        if ev.best_metric not in produced or ev.best_metric not in LOWER_IS_BETTER:
+            raise MetricsError(f"eval.best_metric={ev.best_metric!r} must be one of "
+                               f"{', '.join(k for k in produced if k in LOWER_IS_BETTER) or 'fid, kid_mean'} "
+                               f"(lower is better) given eval.metrics={','.join(self.metrics)}")
+        need = max(MIN_IMAGES[m] for m in self.metrics)
+        if ev.num < need:
+            raise MetricsError(f"eval.num={ev.num} is too few for {','.join(self.metrics)}; use at least {need}")
+        self.num, self.batch, self.seed = ev.num, ev.batch, recipe.seed
+        self.is_main = PartialState().is_main_process
+        self.extractor, self.real = None, None
+        if self.is_main:
+            limit = ev.num_real or (recipe.data.limit if ev.data is None else None)
+            cfg = dataclasses.replace(recipe.data, path=ev.data or recipe.data.path, limit=limit)
+            self.extractor = load_extractor(ev.feature_extractor, device)
+            self.real, hit = dataset_features(cfg, self.extractor, self.batch)
+            if len(self.real) < need:
+                raise MetricsError(f"{cfg.path} gives {len(self.real)} reference images; {need} or more needed")
+            log.info("in-training evaluation: %s on %d generated vs %d real images (reference cache %s)",
+                     ",".join(self.metrics), self.num, len(self.real), "hit" if hit else "miss")
+
+    def __call__(self, generator: nn.Module, acc) -> dict[str, float]:
+        """The scores on the main process (plus ``eval_s``, seconds taken); ``{}`` on the others."""
+        if not self.is_main:
+            acc.wait_for_everyone()
+            return {}
+        t0 = time.time()
+        fake = features_of(generated_batches(generator, self.num, self.batch, self.seed), self.extractor)
+        scores = compute_metrics(fake, self.real, self.metrics)
+        scores["eval_s"] = round(time.time() - t0, 3)
+        acc.wait_for_everyone()
+        return scores

@@ -1,0 +1,124 @@
+"""Quality and loss curves of one or more runs on one figure: FID/KID against kimg and wall time, and losses.
+
+A run folder's ``metrics.jsonl`` holds training rows (``kimg, step, loss_d, loss_g, images_per_s, wall_s``)
+and evaluation rows (``kimg, step`` and metric keys such as ``fid``, ``kid_mean``, ``kid_std``). Evaluation
+rows without ``wall_s`` get it interpolated from the training rows by kimg. Legends use ``recipe.yaml``'s name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ganxfer.errors import GanxferError
+
+log = logging.getLogger(__name__)
+QUALITY = (("fid", "FID"), ("kid_mean", "KID"))
+LOSSES = (("loss_d", "D loss"), ("loss_g", "G loss"))
+
+
+class PlotError(GanxferError):
+    """A plotting problem, phrased as one line for the user."""
+
+
+@dataclass
+class RunLog:
+    name: str
+    train: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)
+
+
+def read_run(run: str | Path) -> RunLog:
+    """The rows of ``RUN/metrics.jsonl``, split into training and evaluation rows, named from the recipe."""
+    run = Path(run)
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        raise PlotError(f"{run} has no metrics.jsonl; pass run folders written by 'ganxfer train'")
+    name = run.name
+    if (run / "recipe.yaml").is_file():
+        name = (yaml.safe_load((run / "recipe.yaml").read_text()) or {}).get("name") or name
+    out = RunLog(name)
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise PlotError(f"{path}:{i} is not valid JSON") from None
+        (out.evals if any(k in row for k, _ in QUALITY) else out.train).append(row)
+    for row in out.evals:
+        row.setdefault("wall_s", _wall_at(out.train, row["kimg"]))
+    return out
+
+
+def _wall_at(train: list[dict], kimg: float) -> float | None:
+    import numpy as np
+
+    pts = [(r["kimg"], r["wall_s"]) for r in train if "wall_s" in r]
+    if not pts:
+        return None
+    xs, ys = zip(*sorted(pts), strict=True)
+    return float(np.interp(kimg, [0.0, *xs], [0.0, *ys]))
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise PlotError("plotting needs matplotlib; install it with pip install 'ganxfer[metrics]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_runs(runs: list[str | Path], out: str | Path) -> Path:
+    """Draw every run's curves into ``out`` (PNG, PDF or SVG by suffix); returns ``out``."""
+    fig = make_figure([read_run(r) for r in runs], [Path(r).name for r in runs])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    _pyplot().close(fig)
+    return out
+
+
+def make_figure(logs: list[RunLog], folders: list[str] | None = None):
+    """One row per quality metric present (against kimg and wall time), then D and G losses against kimg."""
+    names = [lg.name for lg in logs]
+    folders = folders or [str(i + 1) for i in range(len(logs))]
+    labels = [f"{n} ({f})" if names.count(n) > 1 else n for n, f in zip(names, folders, strict=True)]
+    quality = [(k, label) for k, label in QUALITY if any(k in r for lg in logs for r in lg.evals)]
+    if not quality:
+        log.warning("no FID/KID rows in %s; plotting losses only (enable eval.every_kimg)", ", ".join(names))
+    plt = _pyplot()
+    rows = len(quality) + 1
+    fig, axes = plt.subplots(rows, 2, figsize=(12, 3.6 * rows), squeeze=False)
+    for lg, name in zip(logs, labels, strict=True):
+        for row, (key, label) in enumerate(quality):
+            pts = [r for r in lg.evals if key in r]
+            for col, x in enumerate(("kimg", "wall_s")):
+                ax = axes[row][col]
+                use = [r for r in pts if r.get(x) is not None]
+                xs = [r[x] / (60 if x == "wall_s" else 1) for r in use]
+                ys = [r[key] for r in use]
+                (line,) = ax.plot(xs, ys, marker="o", ms=3, label=name)
+                if key == "kid_mean" and all("kid_std" in r for r in use):
+                    lo = [r[key] - r["kid_std"] for r in use]
+                    hi = [r[key] + r["kid_std"] for r in use]
+                    ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2)
+                ax.set(xlabel="kimg" if x == "kimg" else "wall time (min)", ylabel=label,
+                       title=f"{label} vs {'kimg' if x == 'kimg' else 'wall time'}")
+        for col, (key, label) in enumerate(LOSSES):
+            pts = [r for r in lg.train if key in r]
+            axes[-1][col].plot([r["kimg"] for r in pts], [r[key] for r in pts], label=name)
+            axes[-1][col].set(xlabel="kimg", ylabel=label, title=f"{label} vs kimg")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from ganxfer.augment import POLICIES, DiffAugment, brightness, cutout, translation
+
+FULL = "color,translation,cutout"
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("policy", ["", "color", "translation", "cutout", FULL])
+@pytest.mark.parametrize("shape", [(4, 3, 16, 16), (2, 1, 12, 20)])
+def test_shapes_dtype_and_layout_are_kept(policy, shape):
+    x = torch.rand(shape) * 2 - 1
+    y = DiffAugment(policy)(x, gen())
+    assert y.shape == x.shape and y.dtype == x.dtype and y.is_contiguous()
+
+
+def test_empty_policy_is_identity_and_falsy():
+    x = torch.randn(2, 3, 8, 8)
+    aug = DiffAugment(" , ")
+    assert not aug and aug.policy == []
+    assert torch.equal(aug(x, gen()), x)
+    assert DiffAugment(FULL) and DiffAugment(FULL).policy == ["color", "translation", "cutout"]
+
+
+def test_unknown_policy_names_the_choices():
+    with pytest.raises(ValueError, match="unknown 'colour'; use a comma list of color, translation, cutout"):
+        DiffAugment("colour,cutout")
+
+
+def test_deterministic_given_a_generator():
+    x = torch.randn(8, 3, 16, 16)
+    aug = DiffAugment(FULL)
+    assert torch.equal(aug(x, gen(3)), aug(x, gen(3)))
+    assert not torch.equal(aug(x, gen(3)), aug(x, gen(4)))
+    g = gen(3)  # the loop's real and fake batches draw from one generator: they get fresh, independent draws
+    assert not torch.equal(aug(x, g), aug(x, g))
+
+
+def test_differentiable_gradcheck():
+    """Every op is differentiable w.r.t. the images (that is how G learns through an augmented D)."""
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    for policy in [*POLICIES, FULL]:
+        aug = DiffAugment(policy)
+        fn = lambda t, a=aug: a(t, gen(1))  # noqa: E731  (a fixed draw on every call)
+        assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-5, fast_mode=True), policy
+
+
+def test_gradient_reaches_every_image():
+    x = torch.randn(4, 3, 16, 16, requires_grad=True)
+    DiffAugment(FULL)(x, gen()).square().sum().backward()
+    assert x.grad is not None and (x.grad.flatten(1).abs().sum(1) > 0).all()
+
+
+def test_brightness_adds_one_offset_per_image():
+    x = torch.rand(16, 3, 8, 8)
+    delta = brightness(x, gen()) - x
+    per_image = delta.flatten(1)
+    assert torch.allclose(per_image, per_image[:, :1].expand_as(per_image), atol=1e-6)
+    assert per_image.abs().max() <= 0.5
+
+
+def test_translation_is_a_pure_shift_with_zero_fill():
+    """Content inside a zero border wider than the largest shift (1/8 of 16 = 2 px) is moved, never lost."""
+    x = torch.zeros(32, 3, 16, 16)
+    x[:, :, 4:12, 4:12] = torch.rand(32, 3, 8, 8) + 0.1
+    y = translation(x, gen())
+    assert torch.allclose(y.sum((1, 2, 3)), x.sum((1, 2, 3)))
+    for img_x, img_y in zip(x, y, strict=True):
+        shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                  if torch.equal(torch.roll(img_x, (dy, dx), (1, 2)), img_y)]
+        assert len(shifts) == 1
+    assert len({tuple(map(int, (y[i] > 0).nonzero()[0])) for i in range(32)}) > 1  # shifts vary per image
+    assert torch.equal(translation(x, gen(), ratio=0.0), x)
+
+
+def test_cutout_zeroes_one_square_of_at_most_a_quarter():
+    x = torch.ones(64, 3, 16, 16)
+    y = cutout(x, gen())
+    zero = (y == 0).all(1)  # the same pixels in every channel
+    assert torch.equal((y == 0), zero[:, None].expand_as(y))
+    frac = zero.flatten(1).float().mean(1)
+    assert (frac > 0).all() and (frac <= 0.25).all() and (frac == 0.25).any()
+    assert torch.equal(y[~zero[:, None].expand_as(y)], x[~zero[:, None].expand_as(y)])

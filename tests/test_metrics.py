@@ -1,0 +1,241 @@
+"""Evaluation: real-Inception checks on anime faces and MNIST digits (few images: Inception runs at a few
+images/s on these CPUs), agreement with torch-fidelity, the reference cache, and in-training KID."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from PIL import Image
+from torch import nn
+
+from ganxfer import metrics
+from ganxfer.cli import main
+from ganxfer.data import load_data, to_uint8
+from ganxfer.nets import export_model
+from ganxfer.nets.dcgan import DCGANGenerator
+from ganxfer.recipe import DataConfig
+
+N = 12  # images per real set: enough to separate anime from digits, cheap enough for a CPU
+
+
+def cli(*args, **kw):
+    return CliRunner().invoke(main, [str(a) for a in args], **kw)
+
+
+class TinyFeatures(nn.Module):
+    """A stand-in for Inception in plumbing tests: 4x4-pooled RGB (48-d). Fast; meaningless as a score."""
+
+    name = "tiny-test"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.dtype == torch.uint8 and x.shape[1] == 3
+        self.seen.append(x.cpu())
+        return F.adaptive_avg_pool2d(x.float() / 255, 4).flatten(1)
+
+
+@pytest.fixture
+def tiny(monkeypatch) -> TinyFeatures:
+    net = TinyFeatures()
+    monkeypatch.setitem(metrics.EXTRACTORS, "tiny-test", lambda device: net)
+    return net
+
+
+# --- real Inception, shared across tests ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sets(anime_dir, mnist_data, tmp_path_factory) -> dict[str, Path]:
+    """Folders A and B of disjoint anime faces, and M of MNIST digits as 64x64 RGB PNGs (lossless)."""
+    root = tmp_path_factory.mktemp("sets")
+    out = {}
+    for name, start in (("A", 0), ("B", 1000)):
+        out[name] = root / name
+        out[name].mkdir()
+        for i in range(start, start + N):
+            (out[name] / f"{i:05d}.jpg").write_bytes((anime_dir / f"{i:05d}.jpg").read_bytes())
+    digits = load_data(DataConfig(path="mnist", resolution=64, channels=3, limit=N)).pixels
+    out["M"] = root / "M"
+    out["M"].mkdir()
+    for i, img in enumerate(digits):
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(out["M"] / f"{i:05d}.png")
+    out["cache"] = root / "cache"
+    return out
+
+
+@pytest.fixture(scope="session")
+def anime_vs_mnist(sets, inception_weights) -> dict:
+    return metrics.evaluate(str(sets["A"]), str(sets["M"]), cache=sets["cache"] / "fid-stats")
+
+
+@pytest.fixture(scope="session")
+def anime_vs_anime(sets, anime_vs_mnist) -> dict:
+    """KID and precision/recall only (FID at 12 images says little about same-distribution sets)."""
+    return metrics.evaluate(str(sets["A"]), str(sets["B"]), metrics="kid,pr", cache=sets["cache"] / "fid-stats")
+
+
+def test_anime_against_mnist_is_far(anime_vs_mnist):
+    r = anime_vs_mnist
+    assert r["num_fake"] == r["num_real"] == N and r["feature_extractor"] == "inception-v3-compat"
+    assert r["feature_dim"] == 2048 and r["kid_subset_size"] == N // 2
+    assert r["fid"] > 300  # two disjoint anime sets of 12 score about 230 (FID is biased upwards at small N)
+    assert r["kid_mean"] > 5 * r["kid_std"] and r["kid_mean"] > 0.1
+    assert r["precision"] == 0 and r["recall"] == 0
+    assert r["cache_hit"] == {"fake": False, "real": False}
+
+
+def test_two_disjoint_anime_sets_have_kid_near_zero(anime_vs_anime, anime_vs_mnist):
+    r = anime_vs_anime
+    assert r["cache_hit"] == {"fake": True, "real": False}  # A's features come back from the disk cache
+    assert abs(r["kid_mean"]) < 3 * r["kid_std"]
+    assert r["kid_mean"] < anime_vs_mnist["kid_mean"] / 10
+    assert r["precision"] > 0.3 and r["recall"] > 0.3 and r["fid"] is None
+
+
+def test_equals_torch_fidelity_on_the_same_folders(sets, anime_vs_mnist):
+    import torch_fidelity
+
+    direct = torch_fidelity.calculate_metrics(
+        input1=str(sets["A"]), input2=str(sets["M"]), feature_extractor="inception-v3-compat", fid=True, kid=True,
+        prc=True, kid_subset_size=N // 2, cuda=torch.cuda.is_available(), cache=False, verbose=False,
+        save_cpu_ram=True)
+    ours = anime_vs_mnist
+    assert ours["fid"] == pytest.approx(direct[torch_fidelity.KEY_METRIC_FID], abs=1e-3)
+    assert ours["kid_mean"] == pytest.approx(direct[torch_fidelity.KEY_METRIC_KID_MEAN], abs=1e-3)
+    assert ours["kid_std"] == pytest.approx(direct[torch_fidelity.KEY_METRIC_KID_STD], abs=1e-3)
+    assert ours["precision"] == pytest.approx(direct[torch_fidelity.KEY_METRIC_PRECISION], abs=1e-3)
+    assert ours["recall"] == pytest.approx(direct[torch_fidelity.KEY_METRIC_RECALL], abs=1e-3)
+
+
+def test_cli_second_call_hits_the_cache(sets, anime_vs_anime, tmp_path, monkeypatch):
+    monkeypatch.setenv("GANXFER_CACHE", str(sets["cache"]))
+    out = tmp_path / "eval.json"
+    res = cli("evaluate", sets["A"], "--data", sets["B"], "--metrics", "kid,pr", "--json", out)
+    assert res.exit_code == 0, res.output
+    assert "KID" in res.output and "cache hit" in res.output and "inception-v3-compat" in res.output
+    r = json.loads(out.read_text())
+    assert r["cache_hit"] == {"fake": True, "real": True}
+    assert {"fid", "kid_mean", "kid_std", "precision", "recall", "num_fake", "num_real", "feature_extractor",
+            "versions"} <= r.keys()
+    assert r["versions"]["torch_fidelity"] == "0.4.0" and r["versions"]["torch"] == torch.__version__
+    assert r["kid_mean"] == anime_vs_anime["kid_mean"] and r["recall"] == anime_vs_anime["recall"]
+
+
+# --- plumbing with the stand-in extractor -------------------------------------------------------------------
+
+
+def test_generated_images_are_quantised_like_pngs(tiny, sets, tmp_path):
+    gen = DCGANGenerator(resolution=64, channels=1, ngf=8)
+    folder = export_model(gen, tmp_path / "g", "generator")
+    r = metrics.evaluate(str(folder), str(sets["M"]), num=12, metrics="fid,kid", extractor="tiny-test",
+                         cache=tmp_path / "cache")
+    assert r["num_fake"] == 12 and r["num_real"] == N and r["channels"] == 1 and r["resolution"] == 64
+    assert r["kid_subset_size"] == 6 and r["precision"] is None and r["cache_hit"] == {"real": False}
+    fed = torch.cat(tiny.seen)[:12]  # generated first, then the real set
+    expected = to_uint8(gen.eval().sample(12, seed=0))
+    assert torch.equal(fed, expected.expand(-1, 3, -1, -1))
+
+
+def test_cache_key_follows_files_and_preprocessing(tiny, tmp_path, anime_subset):
+    folder = anime_subset(6)
+    cfg = DataConfig(path=str(folder), resolution=64, channels=3)
+    key = metrics.fingerprint(cfg, "tiny-test")
+    assert key == metrics.fingerprint(DataConfig(path=str(folder), resolution=64, channels=3), "tiny-test")
+    others = {metrics.fingerprint(DataConfig(path=str(folder), resolution=32, channels=3), "tiny-test"),
+              metrics.fingerprint(DataConfig(path=str(folder), resolution=64, channels=1), "tiny-test"),
+              metrics.fingerprint(DataConfig(path=str(folder), resolution=64, channels=3, limit=5), "tiny-test"),
+              metrics.fingerprint(cfg, "inception-v3-compat")}
+    assert key not in others and len(others) == 4
+    feats, hit = metrics.dataset_features(cfg, tiny, cache=tmp_path / "c")
+    assert not hit and feats.shape == (6, 48)
+    again, hit = metrics.dataset_features(cfg, tiny, cache=tmp_path / "c")
+    assert hit and torch.equal(again, feats)
+    (folder / "00003.jpg").write_bytes((folder / "00004.jpg").read_bytes())  # a changed file: a new key
+    assert metrics.fingerprint(cfg, "tiny-test") != key
+    assert not metrics.dataset_features(cfg, tiny, cache=tmp_path / "c")[1]
+
+
+@pytest.mark.parametrize("n", [5, 40])  # fewer and more samples than feature dimensions
+def test_frechet_distance_equals_torch_fidelity(n):
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    g = torch.Generator().manual_seed(n)
+    a, b = torch.randn(n, 16, generator=g), torch.randn(n + 3, 16, generator=g) * 1.5 + 0.3
+    stats = fid_features_to_statistics(a), fid_features_to_statistics(b)
+    expected = fid_statistics_to_metric(*stats, verbose=False)["frechet_inception_distance"]
+    assert metrics.frechet_distance(a, b) == pytest.approx(expected, abs=1e-4)
+    assert metrics.frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+
+
+def test_mnist_cache_key(mnist_data, monkeypatch):
+    monkeypatch.setenv("GANXFER_DATA", str(mnist_data.parents[2]))
+    a = metrics.fingerprint(DataConfig(path="mnist", limit=16), "x")
+    assert a == metrics.fingerprint(DataConfig(path="mnist", limit=16), "x")
+    assert a != metrics.fingerprint(DataConfig(path="mnist", limit=17), "x")
+
+
+def test_too_few_images_and_bad_metric_names():
+    f = torch.randn(3, 8)
+    with pytest.raises(metrics.MetricsError, match="kid needs at least 4"):
+        metrics.compute_metrics(f, f, ["kid"])
+    with pytest.raises(metrics.MetricsError, match="unknown metric is"):
+        metrics.parse_metrics("fid,is")
+
+
+def test_in_training_evaluation_logs_kid_and_exports_best(tiny, mnist_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("GANXFER_DATA", str(mnist_data.parents[2]))
+    monkeypatch.setenv("GANXFER_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    res = cli("train", "recipes/mnist_dcgan.yaml", "--set", "data.limit=256", "--set", "data.resolution=32",
+              "--set", "generator.ngf=8", "--set", "discriminator.ndf=8", "--set", "train.kimg=0.128",
+              "--set", "train.batch_size=32", "--set", "train.log_every_kimg=0.064", "--set", "eval.every_kimg=0.064",
+              "--set", "eval.num=32", "--set", "eval.metrics=[kid,fid]", "--set", "eval.feature_extractor=tiny-test",
+              "--run-dir", run, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "kid_mean" in r]
+    assert [r["kimg"] for r in evals] == [0.064, 0.128]
+    assert all({"kid_std", "fid", "eval_s", "step"} <= r.keys() for r in evals)
+    assert len([r for r in rows if "loss_d" in r]) == 2
+    assert {p.name for p in (run / "generator-best").iterdir()} >= {"config.json", "model.safetensors"}
+    assert len(list((tmp_path / "cache" / "fid-stats").glob("*.safetensors"))) == 1  # the reference, once
+    out = tmp_path / "curves.png"
+    assert cli("plot", run, "--out", out).exit_code == 0 and out.stat().st_size > 10_000
+
+
+def test_best_metric_must_be_computed(mnist_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("GANXFER_DATA", str(mnist_data.parents[2]))
+    res = cli("train", "recipes/mnist_dcgan.yaml", "--set", "data.limit=64", "--set", "data.resolution=32",
+              "--set", "eval.every_kimg=1", "--set", "eval.metrics=[fid]", "--run-dir", tmp_path / "r")
+    assert res.exit_code == 2 and "eval.best_metric='kid_mean' must be one of fid" in res.output
+
+
+# --- one-line errors -----------------------------------------------------------------------------------------
+
+
+def test_offline_without_weights_is_one_line(tmp_path, monkeypatch):
+    """An empty TORCH_HOME and no network: torch.hub's download fails, the user reads one line."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(4):
+        Image.new("RGB", (32, 32), (i * 60, 0, 0)).save(folder / f"{i}.png")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("GANXFER_CACHE", str(tmp_path / "cache"))
+    res = cli("evaluate", folder, "--data", folder)
+    assert res.exit_code == 2
+    assert res.output.startswith("error: feature extractor inception-v3-compat: "
+                                 "weights-inception-2015-12-05-6726825d.pth is not in ")
+    assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
+
+
+def test_missing_extra_names_the_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # what an install without [metrics] looks like
+    res = cli("evaluate", tmp_path, "--data", tmp_path)
+    assert res.exit_code == 2 and "pip install 'ganxfer[metrics]'" in res.output

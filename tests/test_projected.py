@@ -1,0 +1,234 @@
+import json
+import math
+
+import pytest
+import safetensors.torch
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from torchvision.transforms.functional import pil_to_tensor
+
+from ganxfer.augment import DiffAugment
+from ganxfer.cli import main
+from ganxfer.data import to_float
+from ganxfer.loop import optimizer_groups
+from ganxfer.losses import d_loss, g_loss, r1_penalty
+from ganxfer.nets import backbones, build_discriminator, export_model, load_model, read_config
+from ganxfer.nets.dcgan import DCGANGenerator
+from ganxfer.nets.projected import ProjectedDiscriminator
+from ganxfer.recipe import load_recipe
+
+LITE0 = "tf_efficientnet_lite0.in1k"
+TEST_MODELS = ["test_efficientnet", "test_resnet", "test_convnext", "test_vit"]
+
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one thread is faster, and immune to a busy machine's spinning OpenMP workers."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+@pytest.fixture
+def no_hub(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def faces(anime_dir) -> torch.Tensor:
+    """16 real anime faces in [-1, 1]."""
+    files = [anime_dir / f"{i:05d}.jpg" for i in range(16)]
+    return to_float(torch.stack([pil_to_tensor(Image.open(f).convert("RGB")) for f in files]))
+
+
+def lite0_weights() -> dict[str, torch.Tensor]:
+    return safetensors.torch.load_file(str(backbones.cached_weights(LITE0)))
+
+
+def train_steps(D: ProjectedDiscriminator, faces: torch.Tensor, steps: int = 2, lr: float = 1e-3) -> DCGANGenerator:
+    """The loop's D and G steps (hinge, DiffAugment, Adam over ``optimizer_groups``) on real faces.
+    Checks on the way that every generator parameter receives a gradient through D."""
+    torch.manual_seed(0)
+    G = DCGANGenerator(resolution=64, ngf=8, latent_dim=16)
+    opt_d = torch.optim.Adam(optimizer_groups(D, lr), betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(G.parameters(), lr, betas=(0.5, 0.999))
+    aug, gen = DiffAugment("color,translation,cutout"), torch.Generator().manual_seed(0)
+    G.train()
+    D.train()
+    for step in range(steps):
+        real = faces[(step * 8) % len(faces):][:8]
+        fake = G(torch.randn(8, 16))
+        loss = d_loss("hinge", D(aug(real, gen)), D(aug(fake.detach(), gen)))
+        opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_d.step()
+        opt_g.zero_grad(set_to_none=True)
+        g_loss("hinge", D(aug(fake, gen))).backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in G.parameters())
+        opt_g.step()
+    return G
+
+
+def split_by_stage(D: ProjectedDiscriminator, state: dict[str, torch.Tensor], first: int):
+    stages = backbones.Stages(D.backbone)
+    early = {k: v for k, v in state.items() if stages.of_param(k) < first}
+    return early, {k: v for k, v in state.items() if k not in early}
+
+
+# --- shapes and modes on timm's tiny test models ------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["frozen", "finetune", "partial"])
+@pytest.mark.parametrize("name", TEST_MODELS)
+def test_shapes_and_modes(name, mode):
+    D = ProjectedDiscriminator(name, resolution=32, mode=mode, trainable_from=1, head_channels=8,
+                               backbone_lr_mult=0.1)
+    logits = D(torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert isinstance(logits, list) and len(logits) == len(D.out_indices)
+    assert all(t.shape[:2] == (2, 1) and t.shape[-1] <= 8 for t in logits)
+    stages = backbones.Stages(D.backbone)
+    for _ in range(2):  # after construction, and again after an eval()/train() round trip
+        for n, p in D.backbone.named_parameters():
+            trains = mode == "finetune" or (mode == "partial" and stages.of_param(n) >= 1)
+            assert p.requires_grad == trains, n
+            if "." in n:  # a submodule's own parameter: frozen parts stay in eval mode (BN stats never move)
+                assert D.backbone.get_submodule(n.rpartition(".")[0]).training == trains, n
+        D.eval().train()
+    assert all(m.training for m in D.heads.modules())
+    groups = D.optimizer_groups(1e-3)
+    backbone_ids = {id(p) for p in D.backbone.parameters() if p.requires_grad}
+    assert {id(p) for p in groups[0]["params"]}.isdisjoint(backbone_ids) and groups[0]["lr"] == 1e-3
+    if mode == "frozen":
+        assert len(groups) == 1
+    else:
+        assert {id(p) for p in groups[1]["params"]} == backbone_ids and groups[1]["lr"] == pytest.approx(1e-4)
+
+
+def test_normalisation_resize_and_grayscale():
+    D = ProjectedDiscriminator("test_efficientnet", resolution=32, input_size=48, head_channels=8).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    mean, std = backbones.mean_std(D.backbone)  # ImageNet's, from timm's pretrained_cfg
+    expected = torch.nn.functional.interpolate(((x + 1) / 2 - mean) / std, size=(48, 48), mode="bilinear")
+    want = backbones.features(D.backbone, expected, D.out_indices)
+    got = D.features(x)
+    assert [f.shape[-1] for f in got] == [24, 12, 6, 3, 2]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, want, strict=True))
+    gray = torch.rand(2, 1, 32, 32) * 2 - 1
+    D1 = ProjectedDiscriminator("test_efficientnet", resolution=32, channels=1, input_size=48, head_channels=8)
+    D1.load_state_dict(D.state_dict())
+    D1.eval()
+    assert all(torch.equal(a, b) for a, b in zip(D1(gray), D(gray.repeat(1, 3, 1, 1)), strict=True))
+
+
+def test_projection_is_fixed_saved_and_exported(tmp_path):
+    D = ProjectedDiscriminator("test_resnet", resolution=32, mode="finetune", projection=True, head_channels=8)
+    proj = dict(D.projection.named_parameters())
+    assert proj and not any(p.requires_grad for p in proj.values())
+    assert {"projection.ccm.0.weight", "projection.csm.0.weight"} <= set(D.state_dict())
+    in_groups = {id(p) for g in D.optimizer_groups(1e-3) for p in g["params"]}
+    assert not in_groups & {id(p) for p in proj.values()}
+    assert [m.out_channels for m in D.projection.ccm] == [8, 16, 32, 64, 128]
+    export_model(D, tmp_path / "d", "discriminator")
+    config = read_config(tmp_path / "d")
+    assert config["ganxfer"]["kind"] == "projected" and config["out_indices"] == [0, 1, 2, 3, 4]
+    assert "pretrained" not in config and "pretrained_file" not in config
+    again = load_model(tmp_path / "d")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert all(torch.equal(a, b) for a, b in zip(again(x), D.eval()(x), strict=True))
+
+
+def test_r1_through_the_backbone():
+    D = ProjectedDiscriminator("test_convnext", resolution=32, head_channels=8)
+    real = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    r1 = r1_penalty(real, D(real))
+    r1.backward()
+    assert r1.item() > 0  # the double backward reaches every head weight through the frozen backbone
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in D.heads.named_parameters() if "weight" in n)
+
+
+# --- the real lite0 weights ---------------------------------------------------------------------------
+
+
+def test_frozen_lite0_stays_bit_identical_and_passes_gradient_to_g(lite0_cache, faces):
+    D = ProjectedDiscriminator(LITE0, pretrained=True, mode="frozen", projection=True)
+    ref = lite0_weights()
+    heads = {k: v.clone() for k, v in D.heads.state_dict().items()}
+    train_steps(D, faces)
+    state = D.backbone.state_dict()
+    assert len(state) == 288 and all(torch.equal(v, ref[k]) for k, v in state.items())  # BN stats included
+    assert any(not torch.equal(v, heads[k]) for k, v in D.heads.state_dict().items())
+
+
+def test_finetune_lite0_changes_the_backbone(lite0_cache, faces):
+    D = ProjectedDiscriminator(LITE0, pretrained=True, mode="finetune", backbone_lr_mult=0.5)
+    ref = lite0_weights()
+    train_steps(D, faces)
+    state = D.backbone.state_dict()
+    params = dict(D.backbone.named_parameters())
+    assert all(not torch.equal(state[k], ref[k]) for k in params)
+    assert not torch.equal(state["bn1.running_mean"], ref["bn1.running_mean"])
+
+
+def test_partial_lite0_changes_only_the_chosen_stages(lite0_cache, faces):
+    D = ProjectedDiscriminator(LITE0, pretrained=True, mode="partial", trainable_from=3)
+    ref = lite0_weights()
+    train_steps(D, faces)
+    early, late = split_by_stage(D, D.backbone.state_dict(), 3)
+    assert {k.split(".")[0] for k in early} == {"conv_stem", "bn1", "blocks"} and "blocks.3.0.bn1.weight" in late
+    assert all(torch.equal(v, ref[k]) for k, v in early.items())  # stages 0-2: params and BN stats
+    params = dict(D.backbone.named_parameters())
+    assert all(not torch.equal(v, ref[k]) for k, v in late.items() if k in params)
+    assert all(not torch.equal(v, ref[k]) for k, v in late.items() if k.endswith("running_var"))
+
+
+# --- through the CLI ----------------------------------------------------------------------------------
+
+
+def test_anime_projected_end_to_end(lite0_cache, anime_dir, tmp_path, monkeypatch):
+    """`ganxfer train recipes/anime_projected.yaml`, two steps of 32 real faces: the exported discriminator holds
+    the untouched pretrained backbone under `backbone.` + timm's names, and reloads without any Hub weights."""
+    run = tmp_path / "run"
+    res = CliRunner().invoke(main, ["train", "recipes/anime_projected.yaml", "--run-dir", str(run),
+                                    "--set", "data.limit=256", "--set", "train.kimg=0.064",
+                                    "--set", "train.batch_size=32", "--set", "train.num_samples=16",
+                                    "--set", "generator.ngf=16"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["kimg"] == 0.064 and all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in rows)
+    exported = safetensors.torch.load_file(str(run / "discriminator" / "model.safetensors"))
+    ref = lite0_weights()
+    body = {k.removeprefix("backbone."): v for k, v in exported.items() if k.startswith("backbone.")}
+    assert len(body) == 288 and all(torch.equal(v, ref[k]) for k, v in body.items())
+    config = read_config(run / "discriminator")
+    assert config["backbone"] == LITE0 and config["mode"] == "frozen" and "pretrained" not in config
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))  # no weights anywhere now
+    D = load_model(run / "discriminator")
+    assert all(torch.equal(v, exported[k]) for k, v in D.state_dict().items())
+
+
+def test_build_from_recipe_uses_the_recipe_keys(lite0_cache):
+    recipe = load_recipe("recipes/anime_projected.yaml", ["discriminator.mode=partial",
+                                                          "discriminator.trainable_from=2",
+                                                          "discriminator.out_indices=[2, 3]",
+                                                          "discriminator.head_channels=16",
+                                                          "data.channels=1", "data.resolution=32"])
+    D = build_discriminator(recipe)
+    assert isinstance(D, ProjectedDiscriminator) and D.mode == "partial" and D.out_indices == [2, 3]
+    assert D.projection is not None and [m.out_channels for m in D.projection.ccm] == [16, 32]
+    assert [t.shape for t in D(torch.zeros(2, 1, 32, 32))] == [(2, 1, 4, 4), (2, 1, 2, 2)]
+    assert torch.equal(D.backbone.conv_stem.weight, lite0_weights()["conv_stem.weight"])
+
+
+def test_missing_weights_stop_the_run_before_training(no_hub, anime_dir, tmp_path):
+    """An empty Hub cache and no Hub: exit 2 and one line naming the model and the fixes, before any step."""
+    run = tmp_path / "run"
+    res = CliRunner().invoke(main, ["train", "recipes/anime_projected.yaml", "--run-dir", str(run),
+                                    "--set", "data.limit=8"])
+    assert res.exit_code == 2, res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in res.output
+    assert f"backbone '{LITE0}'" in errors[0] and "discriminator.pretrained_file" in errors[0]
+    assert not (run / "metrics.jsonl").exists() and not (run / "checkpoints").exists()
