@@ -81,7 +81,10 @@ def _channels_only(a: torch.Size, b: torch.Size, dim: int) -> bool:
 
 def freeze_blocks(model: nn.Module, k: int) -> list[str]:
     """Freeze the weights of the first ``k`` of ``model.blocks`` (FreezeG / FreezeD); return their names."""
-    if k > len(model.blocks):
+    if k and not hasattr(model, "blocks"):
+        raise TransferError(f"freeze_blocks={k} needs a block-structured (DCGAN) model; a {model.kind} model "
+                            "has none (for a projected discriminator use discriminator.mode)")
+    if k > len(getattr(model, "blocks", [])):
         raise TransferError(f"freeze_blocks={k} but the model has only {len(model.blocks)} blocks")
     names = []
     for i, block in enumerate(model.blocks[:k]):

@@ -117,3 +117,38 @@ def test_freeze_g_and_freeze_d(gray_source, anime_dir, monkeypatch, tmp_path):
     report = json.loads((run / "transfer.json").read_text())
     assert report["generator"]["frozen"][:2] == ["blocks.0.0.weight", "blocks.0.1.weight"]
     assert report["discriminator"]["frozen"] == ["blocks.0.0.weight"]
+
+
+def test_bundled_mnist_generator_draws_digits(mnist_data, monkeypatch, tmp_path):
+    """dcgan-mnist-64 samples have MNIST's pixel statistics: a dark background and the digits' mean shape."""
+    from ganxfer.data import load_data, to_float
+    from ganxfer.hub import load_generator
+    from ganxfer.recipe import DataConfig
+
+    monkeypatch.setenv("GANXFER_DATA", str(mnist_data.parents[2]))
+    fake = load_generator("dcgan-mnist-64").sample(256, seed=0)
+    real = to_float(load_data(DataConfig(path="mnist", resolution=64, channels=1, limit=2000)).pixels)
+    assert fake.shape == (256, 1, 64, 64)
+    dark = lambda x: (x < -0.8).float().mean().item()  # noqa: E731
+    assert abs(dark(fake) - dark(real)) < 0.1
+    mean_fake, mean_real = fake.mean(0).flatten(), real.mean(0).flatten()
+    assert torch.corrcoef(torch.stack([mean_fake, mean_real]))[0, 1] > 0.9
+    assert fake.std(0).mean() > 0.2  # diverse, not one collapsed image
+    res = CliRunner().invoke(main, ["sample", "dcgan-mnist-64", "--num", "64", "--out", str(tmp_path / "g.png")])
+    assert res.exit_code == 0 and (tmp_path / "g.png").is_file()
+
+
+def test_finetune_headline_recipe_with_the_bundled_model(anime_dir, lite0_cache, monkeypatch, tmp_path):
+    """`ganxfer finetune recipes/anime_from_mnist.yaml`, shortened: bundled G, frozen lite0 projected D."""
+    monkeypatch.setenv("GANXFER_DATA", str(anime_dir.parent))
+    run = tmp_path / "run"
+    res = CliRunner().invoke(main, ["finetune", "recipes/anime_from_mnist.yaml", "--set", "data.limit=128",
+                                    "--set", "train.batch_size=32", "--set", "train.kimg=0.064", "--run-dir", str(run)])
+    assert res.exit_code == 0, res.output
+    report = json.loads((run / "transfer.json").read_text())["generator"]
+    assert report["source"] == "dcgan-mnist-64" and list(report["adapted"]) == ["to_rgb.weight"]
+    assert report["new"] == [] and report["unused"] == []
+    g = load_model(run / "generator")
+    assert g.sample(2).shape == (2, 3, 64, 64)
+    d = safetensors.torch.load_file(str(run / "discriminator" / "model.safetensors"))
+    assert any(k.startswith("backbone.") for k in d)
