@@ -17,11 +17,11 @@ import datetime
 import os
 import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
+from results import append_row, git_commit
 
 from ganxfer.loop import optimizer_groups
 from ganxfer.losses import d_loss, g_loss
@@ -83,27 +83,13 @@ def main() -> None:
           f"projected {med['projected']['d']:.0f} ms, ratio {ratio_d:.2f}x")
     print(f"G pass through D: DCGAN {med['dcgan']['g']:.0f} ms, projected {med['projected']['g']:.0f} ms, "
           f"ratio {ratio_g:.2f}x")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    if subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip():
-        commit += " (+ uncommitted changes)"
+    commit = git_commit()
     machine = (f"{platform.machine()} {platform.processor() or ''}".strip() + f", {os.cpu_count()} cores, "
                f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     row = (f"| {datetime.date.today()} | {commit} | {machine} | {args.batch} | {med['dcgan']['d']:.0f} | "
            f"{med['projected']['d']:.0f} | {ratio_d:.2f}x | {med['dcgan']['g']:.0f} | {med['projected']['g']:.0f} | "
            f"{ratio_g:.2f}x | {os.getloadavg()[0]:.1f} |")
-    append_row(args.results, row)
-
-
-def append_row(path: Path, row: str) -> None:
-    """Add ``row`` at the end of this benchmark's table in RESULTS.md, creating the section if needed."""
-    text = path.read_text() if path.is_file() else ""
-    if HEADING not in text:
-        text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + f"{HEADING}\n\n{COLUMNS}\n"
-    start = text.index(HEADING)
-    end = text.find("\n## ", start)
-    end = len(text) if end < 0 else end + 1
-    section = text[start:end].rstrip("\n") + "\n" + row + "\n"
-    path.write_text(text[:start] + section + ("\n" + text[end:] if text[end:] else ""))
+    append_row(args.results, HEADING, COLUMNS, row)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,11 @@ import argparse
 import datetime
 import os
 import platform
-import subprocess
 import time
 from pathlib import Path
 
 import torch
+from results import append_row, git_commit
 
 from ganxfer.data import load_data
 from ganxfer.metrics import image_batches, load_extractor
@@ -57,29 +57,16 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = ap.parse_args()
     per_image = measure(args.images, args.batch, args.device)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                f"{torch.get_num_threads()} threads")
-    row = (f"| {datetime.date.today()} | {commit}{' (+ uncommitted changes)' if dirty else ''} | {machine} | "
+    row = (f"| {datetime.date.today()} | {commit} | {machine} | "
            f"{device} | {args.batch} | {args.images} | {per_image:.3f} | {per_image * 1000:.0f} s "
            f"({per_image * 1000 / 60:.1f} min) | {os.getloadavg()[0]:.1f} |")
     print(f"{per_image:.3f} s per image = {per_image * 1000:.0f} s per 1,000 images "
           f"(extrapolated from {args.images} on {device}, {1 / per_image:.2f} images/s)")
-    append_row(args.results, row)
-
-
-def append_row(path: Path, row: str) -> None:
-    """Add ``row`` at the end of this benchmark's table in RESULTS.md, creating the section if needed."""
-    text = path.read_text() if path.is_file() else ""
-    if HEADING not in text:
-        text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + f"{HEADING}\n\n{COLUMNS}\n"
-    start = text.index(HEADING)
-    end = text.find("\n## ", start)
-    end = len(text) if end < 0 else end + 1
-    section = text[start:end].rstrip("\n") + "\n" + row + "\n"
-    path.write_text(text[:start] + section + ("\n" + text[end:] if text[end:] else ""))
+    append_row(args.results, HEADING, COLUMNS, row)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -24,12 +23,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from results import RESULTS, append_row, git_commit
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from ganxfer.loop import train
 from ganxfer.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from ganxfer.recipe import load_recipe
+
+HEADING = "## Training throughput on CPU: ganxfer loop vs a plain PyTorch DCGAN loop (benchmarks/throughput.py)"
+COLUMNS = ("| date | commit | machine | batch | plain img/s | ganxfer img/s | ratio | rounds (plain:ganxfer) |\n"
+           "|---|---|---|---|---|---|---|---|")
 
 
 class JpegFolder(Dataset):
@@ -94,7 +98,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args()
     root = Path(os.environ["GANXFER_DATA"]) / "anime-faces-64"
     plain, ours = [], []
@@ -103,13 +107,11 @@ def main() -> None:
         ours.append(ganxfer_loop(root, args.images, args.steps, args.batch))
         print(f"round {r}: plain {plain[-1]:.1f} img/s, ganxfer {ours[-1]:.1f} img/s", flush=True)
     p, o = statistics.median(plain), statistics.median(ours)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    line = (f"| {datetime.date.today()} | {commit} | {platform.machine()}, {os.cpu_count()} cores, "
+    line = (f"| {datetime.date.today()} | {git_commit()} | {platform.machine()}, {os.cpu_count()} cores, "
             f"torch {torch.__version__}, {torch.get_num_threads()} threads | {args.batch} | {p:.1f} | {o:.1f} | "
-            f"{o / p:.2f}x |")
+            f"{o / p:.2f}x | {' / '.join(f'{a:.1f}:{b:.1f}' for a, b in zip(plain, ours, strict=True))} |")
     print(f"plain {p:.1f} img/s, ganxfer {o:.1f} img/s, ratio {o / p:.2f}x")
-    with open(args.results, "a") as fh:
-        fh.write(line + "\n")
+    append_row(args.results, HEADING, COLUMNS, line)
 
 
 if __name__ == "__main__":

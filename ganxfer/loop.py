@@ -195,7 +195,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         counters["step"] += 1
         now = counters["images_seen"]
         counters["wall_s"] = wall0 + time.time() - t_start
-        bar.update((now - before) / 1000)
+        bar.update(min(now / 1000, bar.total) - bar.n)
 
         last = now >= total
         if crossed(before, now, tr.log_every_kimg) or last:

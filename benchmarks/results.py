@@ -1,0 +1,28 @@
+"""Shared by the benchmark scripts: add a row to a benchmark's table in RESULTS.md."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def git_commit() -> str:
+    """Short commit hash, marked when the working tree has uncommitted changes."""
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                           text=True).stdout.strip()
+    return f"{sha} (+ uncommitted changes)" if dirty else sha
+
+
+def append_row(path: Path, heading: str, columns: str, row: str) -> None:
+    """Add ``row`` at the end of the table under ``heading``, creating the section if needed."""
+    text = path.read_text() if path.is_file() else ""
+    if heading not in text:
+        text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + f"{heading}\n\n{columns}\n"
+    start = text.index(heading)
+    end = text.find("\n## ", start)
+    end = len(text) if end < 0 else end + 1
+    section = text[start:end].rstrip("\n") + "\n" + row + "\n"
+    path.write_text(text[:start] + section + ("\n" + text[end:] if text[end:] else ""))
