@@ -18,4 +18,4 @@ for recipe in anime_from_mnist anime_scratch_projected; do
   ganxfer $cmd recipes/$recipe.yaml "${common[@]}" --run-dir "$out/$recipe" --overwrite
 done
 ganxfer plot "$out/anime_from_mnist" "$out/anime_scratch_projected" --out "$out/curves.png"
-grep -h kid_mean "$out"/*/metrics.jsonl "$out"/*-start.json || true
+grep -H kid_mean "$out"/*/metrics.jsonl "$out"/*-start.json || true
