@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Does the MNIST warm start help? anime_from_mnist vs anime_scratch_projected, same budget, same seed,
-# with in-training KID, then `ganxfer plot`. Usage (from the repo root, assets sourced):
+# with in-training KID, then `ganxfer plot` and benchmarks/transfer_summary.py. Usage (from the repo root, assets sourced):
 #   bash benchmarks/transfer_study.sh KIMG EVAL_EVERY EVAL_NUM NUM_REAL [extra --set args...]
-# CPU example (this repo's RESULTS.md): bash benchmarks/transfer_study.sh 3 1 250 1000
+# CPU example (this repo's RESULTS.md): bash benchmarks/transfer_study.sh 10 2 500 2000
 # GPU example: bash benchmarks/transfer_study.sh 100 5 5000 20000 --set train.mixed_precision=bf16
 set -euo pipefail
 kimg=${1:-3}; every=${2:-1}; num=${3:-250}; num_real=${4:-1000}; shift 4 || true
@@ -18,4 +18,4 @@ for recipe in anime_from_mnist anime_scratch_projected; do
   ganxfer $cmd recipes/$recipe.yaml "${common[@]}" --run-dir "$out/$recipe" --overwrite
 done
 ganxfer plot "$out/anime_from_mnist" "$out/anime_scratch_projected" --out "$out/curves.png"
-grep -H kid_mean "$out"/*/metrics.jsonl "$out"/*-start.json || true
+python "$(dirname "$0")/transfer_summary.py" "$out"  # KID table into RESULTS.md, $out/samples.png
