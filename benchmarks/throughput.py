@@ -80,7 +80,7 @@ def plain_loop(root: Path, n_images: int, steps: int, batch: int) -> float:
 
 def ganxfer_loop(root: Path, n_images: int, steps: int, batch: int) -> float:
     """``ganxfer train recipes/anime_dcgan.yaml`` in-process; images/s from metrics.jsonl after warm-up."""
-    recipe = load_recipe("recipes/anime_dcgan.yaml", [
+    recipe = load_recipe(Path(__file__).parents[1] / "recipes" / "anime_dcgan.yaml", [
         f"data.path={root}", f"data.limit={n_images}", f"train.batch_size={batch}",
         f"train.kimg={(steps + 2) * batch / 1000}", f"train.log_every_kimg={batch / 1000}",
         "train.sample_every_kimg=0", "train.checkpoint_every_kimg=0"])
