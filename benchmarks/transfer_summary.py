@@ -26,7 +26,7 @@ import ganxfer
 WARM, SCRATCH = "anime_from_mnist", "anime_scratch_projected"
 HEADING = "## Warm start vs scratch: KID during training (benchmarks/transfer_study.sh, transfer_summary.py)"
 COLUMNS = ("| date | commit | machine | kimg | warm start KID x10^3 | scratch KID x10^3 | warm / scratch | "
-           "fakes : reals | wall s incl. eval (warm, scratch) |\n|---|---|---|---|---|---|---|---|---|")
+           "fakes : reals | training wall s (warm, scratch) |\n|---|---|---|---|---|---|---|---|---|")
 
 
 def kid_rows(study: Path, name: str) -> dict[float, tuple[float, float, int, int, float | None]]:

@@ -227,7 +227,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     export_model(ema or G_raw, run_dir / "generator-best", "generator")
         if crossed(before, now, tr.checkpoint_every_kimg) or last:
             checkpoint.save_checkpoint(acc, run_dir, counters, ema, gen, tr.keep_checkpoints)
-        t_log += time.time() - t_pause
+        paused = time.time() - t_pause
+        t_log, t_start = t_log + paused, t_start + paused  # wall_s is training time
     bar.close()
 
     # --- export ------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Quality and loss curves of one or more runs on one figure: FID/KID against kimg and wall time, and losses.
 
-A run folder's ``metrics.jsonl`` holds training rows (``kimg, step, loss_d, loss_g, images_per_s, wall_s``)
+A run folder's ``metrics.jsonl`` holds training rows (``kimg, step, loss_d, loss_g, images_per_s, wall_s``;
+``wall_s`` is training time, without sampling, evaluation and checkpoint writes)
 and evaluation rows (``kimg, step`` and metric keys such as ``fid``, ``kid_mean``, ``kid_std``). Evaluation
 rows without ``wall_s`` get it interpolated from the training rows by kimg. Legends use ``recipe.yaml``'s name.
 """

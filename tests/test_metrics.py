@@ -3,6 +3,7 @@ images/s on these CPUs), agreement with torch-fidelity, the reference cache, and
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,9 +35,11 @@ class TinyFeatures(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[torch.Tensor] = []
+        self.delay = 0.0  # seconds per call, to make evaluation measurably slow
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         assert x.dtype == torch.uint8 and x.shape[1] == 3
+        time.sleep(self.delay)
         self.seen.append(x.cpu())
         return F.adaptive_avg_pool2d(x.float() / 255, 4).flatten(1)
 
@@ -192,6 +195,7 @@ def test_too_few_images_and_bad_metric_names():
 def test_in_training_evaluation_logs_kid_and_exports_best(tiny, mnist_data, tmp_path, monkeypatch):
     monkeypatch.setenv("GANXFER_DATA", str(mnist_data.parents[2]))
     monkeypatch.setenv("GANXFER_CACHE", str(tmp_path / "cache"))
+    tiny.delay = 1.0
     run = tmp_path / "run"
     res = cli("train", "recipes/mnist_dcgan.yaml", "--set", "data.limit=256", "--set", "data.resolution=32",
               "--set", "generator.ngf=8", "--set", "discriminator.ndf=8", "--set", "train.kimg=0.128",
@@ -203,7 +207,10 @@ def test_in_training_evaluation_logs_kid_and_exports_best(tiny, mnist_data, tmp_
     evals = [r for r in rows if "kid_mean" in r]
     assert [r["kimg"] for r in evals] == [0.064, 0.128]
     assert all({"kid_std", "fid", "eval_s", "step"} <= r.keys() for r in evals)
-    assert len([r for r in rows if "loss_d" in r]) == 2
+    train_rows = [r for r in rows if "loss_d" in r]
+    assert len(train_rows) == 2
+    # wall_s counts training only: the first evaluation's pause (>= 1 s) is not in the last row's wall time
+    assert train_rows[-1]["wall_s"] < evals[0]["eval_s"]
     assert {p.name for p in (run / "generator-best").iterdir()} >= {"config.json", "model.safetensors"}
     assert len(list((tmp_path / "cache" / "fid-stats").glob("*.safetensors"))) == 1  # the reference, once
     out = tmp_path / "curves.png"
