@@ -18,6 +18,7 @@ import platform
 from pathlib import Path
 
 import torch
+import yaml
 from results import RESULTS, append_row, git_commit
 from torchvision.utils import save_image
 
@@ -25,8 +26,8 @@ import ganxfer
 
 WARM, SCRATCH = "anime_from_mnist", "anime_scratch_projected"
 HEADING = "## Warm start vs scratch: KID during training (benchmarks/transfer_study.sh, transfer_summary.py)"
-COLUMNS = ("| date | commit | machine | kimg | warm start KID x10^3 | scratch KID x10^3 | warm / scratch | "
-           "fakes : reals | training wall s (warm, scratch) |\n|---|---|---|---|---|---|---|---|---|")
+COLUMNS = ("| date | commit | machine | seed | kimg | warm start KID x10^3 | scratch KID x10^3 | warm / scratch | "
+           "fakes : reals | training wall s (warm, scratch) |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
 def kid_rows(study: Path, name: str) -> dict[float, tuple[float, float, int, int, float | None]]:
@@ -60,7 +61,8 @@ def main() -> None:
     warm, scratch = kid_rows(args.study, WARM), kid_rows(args.study, SCRATCH)
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}")
-    head = f"| {datetime.date.today()} | {git_commit()} | {machine} |"
+    seed = yaml.safe_load((args.study / WARM / "recipe.yaml").read_text())["seed"]
+    head = f"| {datetime.date.today()} | {git_commit()} | {machine} | {seed} |"
     for kimg in sorted(set(warm) & set(scratch)):
         (w, ws, nf, nr, tw), (s, ss, _, _, ts) = warm[kimg], scratch[kimg]
         wall = f"{tw:.0f}, {ts:.0f}" if tw is not None and ts is not None else "-"
