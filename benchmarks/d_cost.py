@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from results import append_row, git_commit
+from results import append_row, git_commit, machine
 
 from ganxfer.loop import optimizer_groups
 from ganxfer.losses import d_loss, g_loss
@@ -83,10 +82,7 @@ def main() -> None:
           f"projected {med['projected']['d']:.0f} ms, ratio {ratio_d:.2f}x")
     print(f"G pass through D: DCGAN {med['dcgan']['g']:.0f} ms, projected {med['projected']['g']:.0f} ms, "
           f"ratio {ratio_g:.2f}x")
-    commit = git_commit()
-    machine = (f"{platform.machine()} {platform.processor() or ''}".strip() + f", {os.cpu_count()} cores, "
-               f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    row = (f"| {datetime.date.today()} | {commit} | {machine} | {args.batch} | {med['dcgan']['d']:.0f} | "
+    row = (f"| {datetime.date.today()} | {git_commit()} | {machine()} | {args.batch} | {med['dcgan']['d']:.0f} | "
            f"{med['projected']['d']:.0f} | {ratio_d:.2f}x | {med['dcgan']['g']:.0f} | {med['projected']['g']:.0f} | "
            f"{ratio_g:.2f}x | {os.getloadavg()[0]:.1f} |")
     append_row(args.results, HEADING, COLUMNS, row)

@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
-from results import append_row, git_commit
+from results import append_row, git_commit, machine
 
 from ganxfer.data import load_data
 from ganxfer.metrics import image_batches, load_extractor
@@ -57,11 +56,8 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = ap.parse_args()
     per_image = measure(args.images, args.batch, args.device)
-    commit = git_commit()
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    machine = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-               f"{torch.get_num_threads()} threads")
-    row = (f"| {datetime.date.today()} | {commit} | {machine} | "
+    row = (f"| {datetime.date.today()} | {git_commit()} | {machine()} | "
            f"{device} | {args.batch} | {args.images} | {per_image:.3f} | {per_image * 1000:.0f} s "
            f"({per_image * 1000 / 60:.1f} min) | {os.getloadavg()[0]:.1f} |")
     print(f"{per_image:.3f} s per image = {per_image * 1000:.0f} s per 1,000 images "

@@ -14,7 +14,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from results import RESULTS, append_row, git_commit
+from results import RESULTS, append_row, git_commit, machine
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
@@ -107,8 +106,7 @@ def main() -> None:
         ours.append(ganxfer_loop(root, args.images, args.steps, args.batch))
         print(f"round {r}: plain {plain[-1]:.1f} img/s, ganxfer {ours[-1]:.1f} img/s", flush=True)
     p, o = statistics.median(plain), statistics.median(ours)
-    line = (f"| {datetime.date.today()} | {git_commit()} | {platform.machine()}, {os.cpu_count()} cores, "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads | {args.batch} | {p:.1f} | {o:.1f} | "
+    line = (f"| {datetime.date.today()} | {git_commit()} | {machine()} | {args.batch} | {p:.1f} | {o:.1f} | "
             f"{o / p:.2f}x | {' / '.join(f'{a:.1f}:{b:.1f}' for a, b in zip(plain, ours, strict=True))} |")
     print(f"plain {p:.1f} img/s, ganxfer {o:.1f} img/s, ratio {o / p:.2f}x")
     append_row(args.results, HEADING, COLUMNS, line)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Does the MNIST warm start help? anime_from_mnist vs anime_scratch_projected, same budget, same seed,
-# with in-training KID, then `ganxfer plot` and benchmarks/transfer_summary.py. Usage (from the repo root, assets sourced):
+# with in-training KID, then `ganxfer plot` and benchmarks/transfer_summary.py.
+# Usage (from the repo root, assets sourced):
 #   bash benchmarks/transfer_study.sh KIMG EVAL_EVERY EVAL_NUM NUM_REAL [extra --set args...]
 # CPU example (this repo's RESULTS.md): bash benchmarks/transfer_study.sh 10 2 500 2000
 # GPU example: bash benchmarks/transfer_study.sh 100 5 5000 20000 --set train.mixed_precision=bf16

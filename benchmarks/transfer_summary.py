@@ -13,13 +13,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 from pathlib import Path
 
 import torch
 import yaml
-from results import RESULTS, append_row, git_commit
+from results import RESULTS, append_row, git_commit, machine
 from torchvision.utils import save_image
 
 import ganxfer
@@ -30,17 +28,17 @@ COLUMNS = ("| date | commit | machine | seed | kimg | warm start KID x10^3 | scr
            "fakes : reals | training wall s (warm, scratch) |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
-def kid_rows(study: Path, name: str) -> dict[float, tuple[float, float, int, int, float | None]]:
-    """kimg -> (kid_mean, kid_std, num_fake, num_real, wall_s) for one arm, kimg 0 from the -start score."""
+def kid_rows(study: Path, name: str) -> tuple[dict[float, tuple[float, float, float | None]], dict]:
+    """kimg -> (kid_mean, kid_std, training wall_s) for one arm (kimg 0 from the -start score), and that score.
+
+    In-training evaluation uses the study's --num/--num-real, so the -start score's sample counts hold for all.
+    """
     start = json.loads((study / f"{name}-start.json").read_text())
-    rows = {0.0: (start["kid_mean"], start["kid_std"], start["num_fake"], start["num_real"], 0.0)}
+    rows = {0.0: (start["kid_mean"], start["kid_std"], 0.0)}
     lines = [json.loads(x) for x in (study / name / "metrics.jsonl").read_text().splitlines() if x.strip()]
     walls = {r["kimg"]: r["wall_s"] for r in lines if "wall_s" in r}
-    for r in lines:
-        if "kid_mean" in r:
-            rows[r["kimg"]] = (r["kid_mean"], r["kid_std"], r.get("num_fake", start["num_fake"]),
-                               r.get("num_real", start["num_real"]), walls.get(r["kimg"]))
-    return rows
+    rows.update({r["kimg"]: (r["kid_mean"], r["kid_std"], walls.get(r["kimg"])) for r in lines if "kid_mean" in r})
+    return rows, start
 
 
 def figure(study: Path, out: Path, n: int = 16) -> None:
@@ -58,16 +56,15 @@ def main() -> None:
                     help="where to write the sample figure (default STUDY/samples.png; .jpg keeps it small)")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args()
-    warm, scratch = kid_rows(args.study, WARM), kid_rows(args.study, SCRATCH)
-    machine = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-               f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}")
+    (warm, start), (scratch, _) = kid_rows(args.study, WARM), kid_rows(args.study, SCRATCH)
+    device = "CUDA " + torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     seed = yaml.safe_load((args.study / WARM / "recipe.yaml").read_text())["seed"]
-    head = f"| {datetime.date.today()} | {git_commit()} | {machine} | {seed} |"
+    head = f"| {datetime.date.today()} | {git_commit()} | {machine()}, {device} | {seed} |"
     for kimg in sorted(set(warm) & set(scratch)):
-        (w, ws, nf, nr, tw), (s, ss, _, _, ts) = warm[kimg], scratch[kimg]
+        (w, ws, tw), (s, ss, ts) = warm[kimg], scratch[kimg]
         wall = f"{tw:.0f}, {ts:.0f}" if tw is not None and ts is not None else "-"
         row = (f"{head} {kimg:g} | {w * 1e3:.1f} ± {ws * 1e3:.1f} | {s * 1e3:.1f} ± {ss * 1e3:.1f} | "
-               f"{w / s:.2f}x | {nf} : {nr} | {wall} |")
+               f"{w / s:.2f}x | {start['num_fake']} : {start['num_real']} | {wall} |")
         print(row)
         append_row(args.results, HEADING, COLUMNS, row)
     figure(args.study, args.figure or args.study / "samples.png")
