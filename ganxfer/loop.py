@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ganxfer import checkpoint
 from ganxfer.augment import DiffAugment
 from ganxfer.data import BatchPlan, load_data, to_float
+from ganxfer.ema import recalibrated, update_ema
 from ganxfer.errors import GanxferError
 from ganxfer.losses import d_loss, g_loss, r1_penalty
 from ganxfer.nets import build_discriminator, build_generator, export_model
@@ -68,18 +69,17 @@ def optimizer_groups(model: torch.nn.Module, lr: float) -> list[dict]:
     return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
 
 
-@torch.no_grad()
-def update_ema(ema: torch.nn.Module, model: torch.nn.Module, step: int, beta: float) -> None:
-    """EMA with the usual warm-up, so short runs do not export an average dominated by the init."""
-    beta = min(beta, (1 + step) / (10 + step))
-    for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
-        pe.lerp_(p.detach().to(pe.dtype), 1 - beta)
-    for be, b in zip(ema.buffers(), model.buffers(), strict=True):
-        be.copy_(b)
+def crossed_minutes(before_s: float, after_s: float, every_minutes: float) -> int | None:
+    """The multiple of ``every_minutes`` that training time passed between the two readings, if any."""
+    if every_minutes <= 0:
+        return None
+    every = every_minutes * 60
+    k = int(after_s // every)
+    return k if k > int(before_s // every) else None
 
 
 def save_grid(generator: torch.nn.Module, z: torch.Tensor, path: Path) -> None:
-    generator.eval()
+    """The fixed-z grid of ``generator`` (already in eval mode, BatchNorm recalibrated) as one PNG."""
     with torch.no_grad():
         images = torch.cat([generator(zb).float().cpu() for zb in z.split(64)])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,12 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
             log.info("resumed from %s at %.3f kimg", resume_from, counters["images_seen"] / 1000)
             _truncate_metrics(run_dir / "metrics.jsonl", counters["images_seen"])
     total = round(tr.kimg * 1000)
+    budget_s = tr.minutes * 60 if tr.minutes is not None else math.inf
     acc.init_trackers("train")
+
+    def sampled() -> torch.nn.Module:
+        """What grids, evaluations and exports see: the EMA (or G) with its own BatchNorm statistics."""
+        return recalibrated(ema or G_raw, tr.bn_batches, tr.batch_size, seed=recipe.seed)
 
     # --- loop --------------------------------------------------------------------------------------
     G_raw, D_raw = acc.unwrap_model(G), acc.unwrap_model(D)
@@ -154,10 +159,12 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]")
     window = {"loss_d": 0.0, "loss_g": 0.0, "r1": 0.0, "n": 0}
     t_log, seen_log, t_start, wall0 = time.time(), counters["images_seen"], time.time(), counters["wall_s"]
+    if counters["images_seen"] == 0 and acc.is_main_process:  # something to look at within a minute
+        save_grid(sampled(), fixed_z, run_dir / "samples" / f"{0:09d}.png")
     G.train()
     D.train()
-    while counters["images_seen"] < total:
-        before = counters["images_seen"]
+    while counters["images_seen"] < total and counters["wall_s"] < budget_s:
+        before, wall_before = counters["images_seen"], counters["wall_s"]
         for d_step in range(tr.d_steps):
             idx = plan.indices(counters["images_seen"], tr.batch_size)[rank_slice]
             real = to_float(data.batch(idx).to(acc.device, non_blocking=True))
@@ -197,7 +204,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         counters["wall_s"] = wall0 + time.time() - t_start
         bar.update(min(now / 1000, bar.total) - bar.n)
 
-        last = now >= total
+        last = now >= total or counters["wall_s"] >= budget_s
         if crossed(before, now, tr.log_every_kimg) or last:
             dt = time.time() - t_log
             means = torch.tensor([window["loss_d"], window["loss_g"], window["r1"]], device=acc.device)
@@ -213,18 +220,25 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
             window = {"loss_d": 0.0, "loss_g": 0.0, "r1": 0.0, "n": 0}
             t_log, seen_log = time.time(), now
         t_pause = time.time()  # sampling, evaluation and checkpoints stay out of images_per_s
-        if (crossed(before, now, tr.sample_every_kimg) or last) and acc.is_main_process:
-            save_grid(ema or G_raw, fixed_z, run_dir / "samples" / f"{now:09d}.png")
-            G_raw.train()
-        if evaluator is not None and (crossed(before, now, recipe.eval.every_kimg) or last):
-            scores = evaluator(ema or G_raw, acc)
-            G_raw.train()
+        snapshot = crossed_minutes(wall_before, counters["wall_s"], tr.snapshot_every_minutes)
+        grid = (crossed(before, now, tr.sample_every_kimg) or before < 1000 <= now or last) and acc.is_main_process
+        evaluate = evaluator is not None and (crossed(before, now, recipe.eval.every_kimg) or last)
+        G_sampled = sampled() if grid or evaluate or (snapshot and acc.is_main_process) else None
+        if grid:
+            save_grid(G_sampled, fixed_z, run_dir / "samples" / f"{now:09d}.png")
+        if snapshot and acc.is_main_process:
+            name = f"min-{snapshot * tr.snapshot_every_minutes:g}"
+            export_model(G_sampled, run_dir / "snapshots" / name, "generator")
+            _log(acc, run_dir, {"kimg": now / 1000, "step": counters["step"], "snapshot": f"snapshots/{name}",
+                                "wall_s": round(counters["wall_s"], 3)})
+        if evaluate:
+            scores = evaluator(G_sampled, acc)
             if acc.is_main_process:
                 _log(acc, run_dir, {"kimg": now / 1000, "step": counters["step"], **scores})
                 value = scores.get(recipe.eval.best_metric)
                 if value is not None and (counters["best"] is None or value < counters["best"]):
                     counters["best"] = value
-                    export_model(ema or G_raw, run_dir / "generator-best", "generator")
+                    export_model(G_sampled, run_dir / "generator-best", "generator")
         if crossed(before, now, tr.checkpoint_every_kimg) or last:
             checkpoint.save_checkpoint(acc, run_dir, counters, ema, gen, tr.keep_checkpoints)
         paused = time.time() - t_pause
@@ -233,9 +247,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
 
     # --- export ------------------------------------------------------------------------------------
     if acc.is_main_process:
-        if counters["images_seen"] == 0 or not (run_dir / "samples").is_dir():
-            save_grid(ema or G_raw, fixed_z, run_dir / "samples" / f"{counters['images_seen']:09d}.png")
-        export_model(ema or G_raw, run_dir / "generator", "generator")
+        G_sampled = sampled()
+        if not (run_dir / "samples" / f"{counters['images_seen']:09d}.png").is_file():
+            save_grid(G_sampled, fixed_z, run_dir / "samples" / f"{counters['images_seen']:09d}.png")
+        export_model(G_sampled, run_dir / "generator", "generator")
         export_model(D_raw, run_dir / "discriminator", "discriminator")
     acc.wait_for_everyone()
     acc.end_training()

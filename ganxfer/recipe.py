@@ -98,6 +98,8 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     kimg: float = _f(25.0, "budget: thousands of real images shown to D", 0)
+    minutes: float | None = _f(None, "budget in minutes of training wall time (wall_s); stops at kimg or minutes, "
+                                     "whichever comes first", 0)
     batch_size: int = _f(64, "global batch size (split over processes)", 1)
     d_steps: int = _f(1, "D steps per G step", 1, 100)
     mixed_precision: Literal["no", "bf16", "fp16"] = _f("no", "autocast precision")
@@ -107,6 +109,11 @@ class TrainConfig:
     checkpoint_every_kimg: float = _f(5.0, "checkpoint cadence (0 = only at the end)", 0)
     keep_checkpoints: int = _f(2, "how many checkpoints to keep", 1)
     num_samples: int = _f(64, "images in the sample grid", 1, 1024)
+    snapshot_every_minutes: float = _f(0.0, "export the generator to RUN/snapshots/min-MMMM every N minutes of "
+                                            "training wall time (0 = off)", 0)
+    bn_batches: int = _f(16, "batches of train.batch_size latents that recompute the sampled (EMA) generator's "
+                             "BatchNorm statistics before each grid, evaluation and export (0 = keep the live "
+                             "generator's)", 0, 1000)
 
 
 @dataclass

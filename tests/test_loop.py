@@ -39,7 +39,7 @@ def test_mnist_run_writes_the_run_folder(mnist_env, tmp_path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["kimg"] for r in rows] == [0.032, 0.064, 0.096]
     assert all(r["images_per_s"] > 0 and "loss_d" in r and "loss_g" in r for r in rows)
-    assert sorted(p.name for p in (run / "samples").iterdir()) == ["000000048.png", "000000096.png"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["000000000.png", "000000048.png", "000000096.png"]
     assert [p.name for p in checkpoints(run)] == ["step-000000000064", "step-000000000096"]
     assert list((run / "tb").rglob("events.out.tfevents.*"))
     for part in ("generator", "discriminator"):
@@ -67,6 +67,22 @@ def test_resume_equals_one_run(mnist_env, tmp_path):
     assert any(not torch.equal(first_half[k], b[k]) for k in b)  # the resumed run really trained on
     rows = lambda run: [json.loads(x)["kimg"] for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert rows(full) == rows(half)
+
+
+def test_minutes_budget_and_snapshots(mnist_env, tmp_path):
+    """train.minutes stops on training time, before the kimg budget; snapshots are loadable exports."""
+    run = tmp_path / "run"
+    res = cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=1000", "--set", "train.minutes=0.01",
+              "--set", "train.snapshot_every_minutes=0.004", "--run-dir", run)
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "loss_d" in r]
+    assert 0.6 <= train_rows[-1]["wall_s"] < 60 and train_rows[-1]["kimg"] < 1000
+    snaps = [r for r in rows if "snapshot" in r]
+    assert [r["snapshot"] for r in snaps] == ["snapshots/min-0.004", "snapshots/min-0.008"]
+    assert all(r["wall_s"] >= 0.24 * (i + 1) for i, r in enumerate(snaps))
+    for r in snaps:
+        assert load_generator(str(run / r["snapshot"])).sample(2).shape == (2, 1, 32, 32)
 
 
 def test_interrupted_checkpoint_write_is_ignored(mnist_env, tmp_path):
