@@ -53,9 +53,21 @@ def run_options(fn):
 
 def _run(recipe_path: Path, overrides: tuple[str, ...], run_dir: Path | None, resume: bool, overwrite: bool,
          dry_run: bool, need_init: bool) -> None:
-    from ganxfer.recipe import RecipeError, load_recipe
+    from ganxfer.recipe import RecipeError, differences, load_recipe
 
     recipe = load_recipe(recipe_path, overrides)
+    run_dir = run_dir or Path("runs") / recipe.name
+    saved = run_dir / "recipe.yaml"
+    if resume and saved.is_file():  # the run's own recipe, with this command's --set on top
+        original = load_recipe(saved)
+        resumed = load_recipe(saved, overrides)
+        for line in differences(original, resumed):
+            click.echo(f"--resume: --set changes {line}", err=True)
+        ignored = differences(resumed, recipe)
+        if ignored:
+            click.echo(f"--resume: continuing with {saved}; {recipe_path} differs from it in "
+                       f"{', '.join(d.split(':')[0] for d in ignored)} (use --set to change those)", err=True)
+        recipe = resumed
     if need_init and not recipe.generator.init:
         raise RecipeError(f"{recipe_path}: finetune needs generator.init (a bundled name, folder or Hub id); "
                           "use 'ganxfer train' to start from scratch")
@@ -64,7 +76,7 @@ def _run(recipe_path: Path, overrides: tuple[str, ...], run_dir: Path | None, re
         return
     from ganxfer.loop import train
 
-    out = train(recipe, run_dir or Path("runs") / recipe.name, resume=resume, overwrite=overwrite)
+    out = train(recipe, run_dir, resume=resume, overwrite=overwrite)
     click.echo(f"exported generator: {out}")
 
 
@@ -134,8 +146,8 @@ def sample(source: str, num: int, out: Path, seed: int, device: str | None) -> N
               help="Real images: 'mnist', a folder or zip of images, or hub:owner/dataset.")
 @click.option("--num", "-n", type=click.IntRange(min=2), default=None,
               help="Generated images [default: 10000]; for an image-folder SOURCE its first N [default: all].")
-@click.option("--num-real", type=click.IntRange(min=2), default=None,
-              help="Use the first N real images [default: all].")
+@click.option("--num-real", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="Use the first N real images (0: all); their features are cached, so only the first call pays.")
 @click.option("--metrics", default="fid,kid,pr", show_default=True, help="Comma list of fid, kid, pr.")
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per Inception forward.")
@@ -167,7 +179,9 @@ def evaluate(source: str, data: str, num, num_real, metrics: str, batch: int, js
     from ganxfer.metrics import evaluate as run_evaluate
     from ganxfer.metrics import format_table
 
-    result = run_evaluate(source, data, num=num, num_real=num_real, metrics=metrics, batch=batch,
+    if num_real == 1:
+        raise click.BadParameter("must be 0 (all) or at least 2", param_hint="--num-real")
+    result = run_evaluate(source, data, num=num, num_real=num_real or None, metrics=metrics, batch=batch,
                           resolution=resolution, kid_subset_size=kid_subset_size, seed=seed, device=device)
     click.echo(format_table(result))
     if json_out:

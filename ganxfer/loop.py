@@ -27,6 +27,7 @@ from ganxfer.data import BatchPlan, load_data, to_float
 from ganxfer.ema import recalibrated, update_ema
 from ganxfer.errors import GanxferError
 from ganxfer.losses import d_loss, g_loss, r1_penalty
+from ganxfer.metrics import COLLAPSE_GRID, spread
 from ganxfer.nets import build_discriminator, build_generator, export_model
 from ganxfer.recipe import Recipe
 
@@ -69,22 +70,29 @@ def optimizer_groups(model: torch.nn.Module, lr: float) -> list[dict]:
     return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
 
 
-def crossed_minutes(before_s: float, after_s: float, every_minutes: float) -> int | None:
-    """The multiple of ``every_minutes`` that training time passed between the two readings, if any."""
-    if every_minutes <= 0:
-        return None
-    every = every_minutes * 60
-    k = int(after_s // every)
-    return k if k > int(before_s // every) else None
+def snapshot_marks(before_s: float, after_s: float, every: float, at: list[float]) -> list[float]:
+    """The snapshot times, in minutes (multiples of ``every``, and ``at``), that training time just passed."""
+    marks = [m for m in at if before_s < m * 60 <= after_s]
+    if every > 0:
+        marks += [k * every for k in range(int(before_s // (every * 60)) + 1, int(after_s // (every * 60)) + 1)]
+    return sorted(set(marks))
 
 
-def save_grid(generator: torch.nn.Module, z: torch.Tensor, path: Path) -> None:
-    """The fixed-z grid of ``generator`` (already in eval mode, BatchNorm recalibrated) as one PNG."""
+def save_grid(generator: torch.nn.Module, z: torch.Tensor, path: Path) -> torch.Tensor:
+    """Write the fixed-z grid of ``generator`` (in eval mode, BatchNorm recalibrated); return its images."""
     with torch.no_grad():
         images = torch.cat([generator(zb).float().cpu() for zb in z.split(64)])
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(images, str(path), nrow=int(math.ceil(math.sqrt(len(images)))), normalize=True,
                value_range=(-1, 1), padding=1)
+    return images
+
+
+def thumbnails(images: torch.Tensor) -> torch.Tensor:
+    """16x16 RGB versions, where the spread of a set says how varied it is at the level of layout and colour."""
+    images = images.float()
+    images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+    return torch.nn.functional.adaptive_avg_pool2d(images, 16)
 
 
 def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
@@ -146,12 +154,13 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
     budget_s = tr.minutes * 60 if tr.minutes is not None else math.inf
     acc.init_trackers("train")
 
+    # --- loop --------------------------------------------------------------------------------------
+    G_raw, D_raw = acc.unwrap_model(G), acc.unwrap_model(D)
+
     def sampled() -> torch.nn.Module:
         """What grids, evaluations and exports see: the EMA (or G) with its own BatchNorm statistics."""
         return recalibrated(ema or G_raw, tr.bn_batches, tr.batch_size, seed=recipe.seed)
 
-    # --- loop --------------------------------------------------------------------------------------
-    G_raw, D_raw = acc.unwrap_model(G), acc.unwrap_model(D)
     rank_slice = slice(acc.process_index * local_batch, (acc.process_index + 1) * local_batch)
     per_iter = tr.batch_size * tr.d_steps  # the budget is met in whole iterations
     bar = tqdm(total=math.ceil(total / per_iter) * per_iter / 1000, initial=counters["images_seen"] / 1000,
@@ -159,8 +168,19 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]")
     window = {"loss_d": 0.0, "loss_g": 0.0, "r1": 0.0, "n": 0}
     t_log, seen_log, t_start, wall0 = time.time(), counters["images_seen"], time.time(), counters["wall_s"]
+    # the fixed-z grid's spread against as many real images: near 0 when every sample is the same face
+    real_spread = spread(thumbnails(to_float(data.batch(torch.arange(min(len(data), tr.num_samples))))))
+
+    def grid(generator: torch.nn.Module, at: int) -> None:
+        images = save_grid(generator, fixed_z, run_dir / "samples" / f"{at:09d}.png")
+        value = spread(thumbnails(images)) / max(real_spread, 1e-12)
+        _log(acc, run_dir, {"kimg": at / 1000, "step": counters["step"], "grid_diversity": round(value, 4)})
+        if value < COLLAPSE_GRID:
+            log.warning("kimg %.1f: the sample grid is %.2fx as varied as real images; the generator may be "
+                        "collapsing", at / 1000, value)
+
     if counters["images_seen"] == 0 and acc.is_main_process:  # something to look at within a minute
-        save_grid(sampled(), fixed_z, run_dir / "samples" / f"{0:09d}.png")
+        grid(sampled(), 0)
     G.train()
     D.train()
     while counters["images_seen"] < total and counters["wall_s"] < budget_s:
@@ -220,14 +240,15 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
             window = {"loss_d": 0.0, "loss_g": 0.0, "r1": 0.0, "n": 0}
             t_log, seen_log = time.time(), now
         t_pause = time.time()  # sampling, evaluation and checkpoints stay out of images_per_s
-        snapshot = crossed_minutes(wall_before, counters["wall_s"], tr.snapshot_every_minutes)
-        grid = (crossed(before, now, tr.sample_every_kimg) or before < 1000 <= now or last) and acc.is_main_process
+        snapshots = snapshot_marks(wall_before, counters["wall_s"], tr.snapshot_every_minutes,
+                                   tr.snapshot_at_minutes) if acc.is_main_process else []
+        show = (crossed(before, now, tr.sample_every_kimg) or before < 1000 <= now or last) and acc.is_main_process
         evaluate = evaluator is not None and (crossed(before, now, recipe.eval.every_kimg) or last)
-        G_sampled = sampled() if grid or evaluate or (snapshot and acc.is_main_process) else None
-        if grid:
-            save_grid(G_sampled, fixed_z, run_dir / "samples" / f"{now:09d}.png")
-        if snapshot and acc.is_main_process:
-            name = f"min-{snapshot * tr.snapshot_every_minutes:g}"
+        G_sampled = sampled() if show or evaluate or snapshots else None
+        if show:
+            grid(G_sampled, now)
+        for minutes in snapshots:
+            name = f"min-{minutes:g}"
             export_model(G_sampled, run_dir / "snapshots" / name, "generator")
             _log(acc, run_dir, {"kimg": now / 1000, "step": counters["step"], "snapshot": f"snapshots/{name}",
                                 "wall_s": round(counters["wall_s"], 3)})
@@ -249,7 +270,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
     if acc.is_main_process:
         G_sampled = sampled()
         if not (run_dir / "samples" / f"{counters['images_seen']:09d}.png").is_file():
-            save_grid(G_sampled, fixed_z, run_dir / "samples" / f"{counters['images_seen']:09d}.png")
+            grid(G_sampled, counters["images_seen"])
         export_model(G_sampled, run_dir / "generator", "generator")
         export_model(D_raw, run_dir / "discriminator", "discriminator")
     acc.wait_for_everyone()

@@ -37,12 +37,23 @@ def g_loss(kind: str, fake: Logits) -> torch.Tensor:
     raise ValueError(f"unknown loss {kind!r}; use bce or hinge")
 
 
-def r1_penalty(real: torch.Tensor, logits: Logits) -> torch.Tensor:
-    """R1 (Mescheder et al. 2018): mean squared gradient norm of D's real logits w.r.t. the real images.
+def scores(logits: Logits, batch: int) -> torch.Tensor:
+    """One score per image, (B,): each logit map averaged over its positions, summed over maps.
 
-    ``real`` must have ``requires_grad`` set before D was run on it.
+    This is the reduction the losses apply, so a multi-scale D's score plays the role of a single-logit D's.
     """
     parts = logits if isinstance(logits, (list, tuple)) else [logits]
-    total = sum(p.float().sum() for p in parts)
+    return sum(p.float().reshape(batch, -1).mean(1) for p in parts)
+
+
+def r1_penalty(real: torch.Tensor, logits: Logits) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): mean over images of |d score / d image|^2, with :func:`scores`.
+
+    Differentiating the per-image score (not the sum of every logit) keeps ``loss.r1_gamma`` on the scale of the
+    literature for every discriminator: for a D with one logit per image the two are identical, while a
+    projected D's ~150 logits per image would otherwise make a given gamma ~10^3 times stronger.
+    ``real`` must have ``requires_grad`` set before D was run on it.
+    """
+    total = scores(logits, real.shape[0]).sum()
     (grad,) = torch.autograd.grad(total, real, create_graph=True)
     return grad.float().pow(2).flatten(1).sum(1).mean()

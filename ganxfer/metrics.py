@@ -48,13 +48,16 @@ log = logging.getLogger(__name__)
 EXTRACTOR = "inception-v3-compat"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 METRICS = {"fid": ("fid",), "kid": ("kid_mean", "kid_std"), "pr": ("precision", "recall")}
-KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall")
+KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "diversity")
+COLLAPSE_DIVERSITY = 0.8  # Inception-feature spread of the fakes relative to the reals'
+COLLAPSE_RECALL = 0.05
+COLLAPSE_GRID = 0.5  # pixel spread of the fixed-z grid (16x16 thumbnails) relative to as many real images
 KID_SUBSETS = 100
 MIN_IMAGES = {"fid": 2, "kid": 4, "pr": 4}  # per side
 LOWER_IS_BETTER = ("fid", "kid_mean")
 CACHE_FORMAT = 1  # bump when cached features change meaning
 GEN_CHUNK = 500  # generated images per .sample() call: the images depend on the seed only, not on --batch
-INSTALL = "pip install 'ganxfer[metrics]'"
+INSTALL = "pip install torch-fidelity==0.4.0"  # a core dependency: only a broken install lacks it
 # Extra feature extractors by name -> factory(device) returning a module with ``.name`` that maps uint8
 # (B, 3, H, W) to float (B, D). Stand-ins for tests and plugins; torch-fidelity's registry is the fallback.
 EXTRACTORS: dict[str, Callable[[torch.device], nn.Module]] = {}
@@ -73,7 +76,8 @@ def require_fidelity():
     try:
         import torch_fidelity
     except ImportError:
-        raise MetricsError(f"evaluation needs torch-fidelity; install it with {INSTALL}") from None
+        raise MetricsError(f"evaluation needs torch-fidelity, which this install lacks; "
+                           f"install it with {INSTALL}") from None
     return torch_fidelity
 
 
@@ -139,10 +143,18 @@ def _rgb(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def features_of(batches: Iterator[torch.Tensor], extractor: nn.Module) -> torch.Tensor:
-    """float32 CPU features of uint8 (B, C, H, W) batches (C = 1 is repeated to RGB)."""
+def features_of(batches: Iterator[torch.Tensor], extractor: nn.Module, total: int | None = None,
+                desc: str | None = None) -> torch.Tensor:
+    """float32 CPU features of uint8 (B, C, H, W) batches (C = 1 is repeated to RGB); with ``desc``, a
+    progress bar over ``total`` images on stderr."""
+    from tqdm.auto import tqdm
+
     device = next(extractor.parameters(), torch.empty(0)).device
-    out = [extractor(_rgb(b).to(device, non_blocking=True)).float().cpu() for b in batches]
+    out = []
+    with tqdm(total=total, desc=desc, unit="img", disable=desc is None, leave=False, dynamic_ncols=True) as bar:
+        for b in batches:
+            out.append(extractor(_rgb(b).to(device, non_blocking=True)).float().cpu())
+            bar.update(len(b))
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -210,7 +222,7 @@ def dataset_features(cfg: DataConfig, extractor: nn.Module, batch: int = 64,
         return safetensors.torch.load_file(str(path))["features"], True
     data = load_data(cfg)
     t0 = time.time()
-    feats = features_of(image_batches(data, batch), extractor)
+    feats = features_of(image_batches(data, batch), extractor, len(data), desc=f"features of {cfg.path}")
     log.info("features of %d images from %s in %.1fs; cached in %s", len(feats), cfg.path, time.time() - t0, path)
     cache.mkdir(parents=True, exist_ok=True)
     meta = {"data": cfg.path, "resolution": str(cfg.resolution), "channels": str(cfg.channels),
@@ -243,6 +255,28 @@ def frechet_distance(fake: torch.Tensor, real: torch.Tensor) -> float:
     return float(mean_term + l1.square().sum() + l2.square().sum() - 2 * tr_covmean)
 
 
+def equal_sizes(fake: torch.Tensor, real: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two sets cut to the smaller one's size (a fixed random subset): k-NN precision/recall compares
+    neighbourhood radii, which shrink with set size, so the method assumes two sets of one size."""
+    n = min(len(fake), len(real))
+    rng = torch.Generator().manual_seed(seed)
+    pick = lambda x: x if len(x) == n else x[torch.randperm(len(x), generator=rng)[:n]]  # noqa: E731
+    return pick(fake), pick(real)
+
+
+def spread(x: torch.Tensor, max_items: int = 1000) -> float:
+    """Mean pairwise Euclidean distance between rows (the first ``max_items``)."""
+    x = x[:max_items].double().flatten(1)
+    n = len(x)
+    return float(torch.cdist(x, x).sum() / max(1, n * (n - 1)))
+
+
+def diversity(fake: torch.Tensor, real: torch.Tensor) -> float:
+    """How spread the generated set is relative to the real one (features or images): ~1 for a healthy
+    generator, near 0 when every sample is the same (mode collapse)."""
+    return spread(fake) / max(spread(real), 1e-12)
+
+
 def kid_subset(n_fake: int, n_real: int) -> int:
     return min(1000, min(n_fake, n_real) // 2)
 
@@ -271,9 +305,15 @@ def compute_metrics(fake: torch.Tensor, real: torch.Tensor, metrics: list[str] =
         kid = kid_features_to_metric(fake, real, kid_subset_size=size, kid_subsets=kid_subsets, verbose=False)
         out["kid_mean"], out["kid_std"] = kid[KEY_METRIC_KID_MEAN], kid[KEY_METRIC_KID_STD]
     if "pr" in metrics:
-        pr = prc_features_to_metric(fake, real, save_cpu_ram=True, verbose=False)
+        pr = prc_features_to_metric(*equal_sizes(fake, real), save_cpu_ram=True, verbose=False)
         out["precision"], out["recall"] = pr[KEY_METRIC_PRECISION], pr[KEY_METRIC_RECALL]
+    out["diversity"] = diversity(fake, real)
     return {k: float(v) for k, v in out.items()}
+
+
+def collapsed(scores: dict) -> bool:
+    """The collapse flag: the generated set is much less spread than the real one, or recall is near zero."""
+    return scores.get("diversity", 1.0) < COLLAPSE_DIVERSITY or scores.get("recall", 1.0) < COLLAPSE_RECALL
 
 
 def versions() -> dict[str, str]:
@@ -327,12 +367,14 @@ def evaluate(source: str, data: str, num: int | None = None, num_real: int | Non
         _, channels, side, _ = generator.sample(1, seed=seed).shape
         if resolution and resolution != side:
             raise MetricsError(f"--resolution {resolution} differs from the generator's {side}; drop it")
-        fake = features_of(generated_batches(generator, num or 10_000, batch, seed), net)
+        fake = features_of(generated_batches(generator, num or 10_000, batch, seed), net, num or 10_000,
+                           desc="features of generated images")
     real_cfg = DataConfig(path=str(data), resolution=side, channels=channels, limit=num_real)
     real, cached["real"] = dataset_features(real_cfg, net, batch, cache)
     scores = compute_metrics(fake, real, names, kid_subset_size)
     return {**{k: scores.get(k) for k in KEYS}, "num_fake": len(fake), "num_real": len(real),
-            "metrics": names, "feature_extractor": net.name, "feature_dim": int(fake.shape[1]),
+            "collapse": collapsed(scores), "metrics": names, "feature_extractor": net.name,
+            "feature_dim": int(fake.shape[1]),
             "kid_subset_size": (kid_subset_size or kid_subset(len(fake), len(real))) if "kid" in names else None,
             "kid_subsets": KID_SUBSETS if "kid" in names else None,
             "source": str(source), "data": str(data), "resolution": side, "channels": channels,
@@ -366,6 +408,9 @@ def format_table(result: dict) -> str:
     if result.get("precision") is not None:
         rows.append(("precision", f"{result['precision']:.4f}"))
         rows.append(("recall", f"{result['recall']:.4f}"))
+    if result.get("diversity") is not None:
+        flag = "  COLLAPSE: the samples are far less varied than the real images" if result.get("collapse") else ""
+        rows.append(("diversity", f"{result['diversity']:.3f}  (feature spread, fakes / reals){flag}"))
     hits = result["cache_hit"]
     rows += [("generated" if "fake" not in hits else "source images", f"{result['num_fake']}"
               + (f"  (cache {'hit' if hits['fake'] else 'miss'})" if "fake" in hits else "")),
@@ -424,6 +469,10 @@ class TrainingEvaluator:
         t0 = time.time()
         fake = features_of(generated_batches(generator, self.num, self.batch, self.seed), self.extractor)
         scores = compute_metrics(fake, self.real, self.metrics)
+        scores["collapse"] = collapsed(scores)
+        if scores["collapse"]:
+            log.warning("possible mode collapse: diversity %.3f (fakes / reals), recall %s", scores["diversity"],
+                        f"{scores['recall']:.3f}" if "recall" in scores else "not measured")
         scores["eval_s"] = round(time.time() - t0, 3)
         acc.wait_for_everyone()
         return scores

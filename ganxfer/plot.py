@@ -50,7 +50,10 @@ def read_run(run: str | Path) -> RunLog:
             row = json.loads(line)
         except json.JSONDecodeError:
             raise PlotError(f"{path}:{i} is not valid JSON") from None
-        (out.evals if any(k in row for k, _ in QUALITY) else out.train).append(row)
+        if any(k in row for k, _ in QUALITY):
+            out.evals.append(row)
+        elif "loss_d" in row:  # grid-diversity and snapshot rows are neither
+            out.train.append(row)
     for row in out.evals:
         row.setdefault("wall_s", _wall_at(out.train, row["kimg"]))
     return out
@@ -70,7 +73,8 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise PlotError("plotting needs matplotlib; install it with pip install 'ganxfer[metrics]'") from None
+        raise PlotError("plotting needs matplotlib, which this install lacks; "
+                        "install it with pip install matplotlib") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

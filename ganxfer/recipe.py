@@ -70,7 +70,9 @@ class DiscriminatorConfig:
     out_indices: list[int] | None = _f(None, "feature levels fed to heads (default: all)")
     input_size: int | None = _f(None, "resize images to this side before the backbone", 16, 1024)
     projection: bool = _f(False, "fixed random cross-channel/scale mixing (Projected GAN CCM/CSM)")
-    head_channels: int = _f(64, "width of each multi-scale head", 1, 4096)
+    head_channels: int = _f(64, "base width of the multi-scale heads and projections (Projected GAN: 64)", 1, 4096)
+    heads: Literal["pg", "separable", "light"] = _f("pg", "head design: Projected GAN's, its separable variant, "
+                                                          "or light (one width, no BatchNorm)")
     init: str | None = _f(None, "warm start of a DCGAN discriminator")
     freeze_blocks: int = _f(0, "freeze the first K discriminator blocks (FreezeD)", 0)
 
@@ -111,6 +113,8 @@ class TrainConfig:
     num_samples: int = _f(64, "images in the sample grid", 1, 1024)
     snapshot_every_minutes: float = _f(0.0, "export the generator to RUN/snapshots/min-MMMM every N minutes of "
                                             "training wall time (0 = off)", 0)
+    snapshot_at_minutes: list[float] = _f([], "also export snapshots at these minutes of training time, e.g. "
+                                              "[1, 2, 5, 10]", 0)
     bn_batches: int = _f(16, "batches of train.batch_size latents that recompute the sampled (EMA) generator's "
                              "BatchNorm statistics before each grid, evaluation and export (0 = keep the live "
                              "generator's)", 0, 1000)
@@ -121,7 +125,7 @@ class EvalConfig:
     every_kimg: float = _f(0.0, "in-training evaluation cadence in kimg; 0 = off, the default, since Inception "
                               "runs ~4 images/s on CPU; on a GPU e.g. --set eval.every_kimg=5", 0)
     num: int = _f(1000, "generated images per evaluation", 2)
-    metrics: list[str] = _f(["kid"], "any of fid, kid, pr")
+    metrics: list[str] = _f(["kid", "pr"], "any of fid, kid, pr (pr: precision and recall on equal set sizes)")
     data: str | None = _f(None, "reference images (default: data.path)")
     num_real: int | None = _f(None, "reference images used (default: data.limit, or all); features cached on disk", 2)
     best_metric: str = _f("kid_mean", "metric that picks RUN/generator-best: fid or kid_mean (lower is better)")
@@ -282,7 +286,33 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
             at = f" at line {mark.line + 1}" if mark else ""
             raise RecipeError(f"{path}: invalid YAML{at}; fix the syntax") from None
     raw = apply_overrides(raw, list(overrides))
-    return _build(Recipe, raw, "", source)
+    return check(_build(Recipe, raw, "", source), source)
+
+
+def check(recipe: Recipe, source: str = "recipe") -> Recipe:
+    """Rules that tie keys together, checked when the recipe loads so that ``--dry-run`` catches them."""
+    if recipe.loss.r1_gamma > 0 and recipe.train.mixed_precision == "fp16":
+        raise RecipeError(f"{source}: loss.r1_gamma with train.mixed_precision=fp16 would take R1's gradient "
+                          "without loss scaling; use train.mixed_precision=bf16, or loss.r1_gamma=0")
+    return recipe
+
+
+def flat(recipe: Recipe) -> dict[str, Any]:
+    """Every key of a recipe as ``{'train.kimg': 100.0, ...}``."""
+    out: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for k, v in node.items():
+            walk(v, f"{prefix}{k}.") if isinstance(v, dict) else out.setdefault(f"{prefix}{k}", v)
+
+    walk(recipe.to_dict(), "")
+    return out
+
+
+def differences(a: Recipe, b: Recipe) -> list[str]:
+    """``key: a -> b`` for every key whose value differs."""
+    fa, fb = flat(a), flat(b)
+    return [f"{k}: {fa[k]!r} -> {fb[k]!r}" for k in fa if fa[k] != fb[k]]
 
 
 def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:

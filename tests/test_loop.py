@@ -73,16 +73,28 @@ def test_minutes_budget_and_snapshots(mnist_env, tmp_path):
     """train.minutes stops on training time, before the kimg budget; snapshots are loadable exports."""
     run = tmp_path / "run"
     res = cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=1000", "--set", "train.minutes=0.01",
-              "--set", "train.snapshot_every_minutes=0.004", "--run-dir", run)
+              "--set", "train.snapshot_every_minutes=0.004", "--set", "train.snapshot_at_minutes=[0.002]",
+              "--run-dir", run)
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "loss_d" in r]
     assert 0.6 <= train_rows[-1]["wall_s"] < 60 and train_rows[-1]["kimg"] < 1000
     snaps = [r for r in rows if "snapshot" in r]
-    assert [r["snapshot"] for r in snaps] == ["snapshots/min-0.004", "snapshots/min-0.008"]
-    assert all(r["wall_s"] >= 0.24 * (i + 1) for i, r in enumerate(snaps))
+    assert [r["snapshot"] for r in snaps] == ["snapshots/min-0.002", "snapshots/min-0.004", "snapshots/min-0.008"]
+    assert all(r["wall_s"] >= 60 * m for r, m in zip(snaps, [0.002, 0.004, 0.008], strict=True))
     for r in snaps:
         assert load_generator(str(run / r["snapshot"])).sample(2).shape == (2, 1, 32, 32)
+
+
+def test_resume_takes_the_runs_own_recipe(mnist_env, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=0.032", "--set", "train.ema=0.9",
+               "--run-dir", run).exit_code == 0
+    res = cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=0.064", "--run-dir", run, "--resume")
+    assert res.exit_code == 0, res.output
+    assert "--set changes train.kimg: 0.032 -> 0.064" in res.output
+    assert "differs from it in train.ema" in res.output
+    assert "ema: 0.9" in (run / "recipe.yaml").read_text()
 
 
 def test_interrupted_checkpoint_write_is_ignored(mnist_env, tmp_path):

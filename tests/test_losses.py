@@ -27,3 +27,12 @@ def test_r1_is_squared_gradient_norm():
     w = torch.tensor([1.0, 2.0])
     logits = (x * w).sum(1)  # gradient w.r.t. each row is w, so |grad|^2 = 5
     assert torch.allclose(r1_penalty(x, logits), torch.tensor(5.0))
+
+
+def test_r1_is_normalised_like_the_loss():
+    """A multi-scale D's R1 is that of its per-image score (map means summed), whatever the map sizes."""
+    x = torch.randn(3, 2, requires_grad=True)
+    a, b = (x * torch.tensor([1.0, 2.0])).sum(1), (x * torch.tensor([0.0, 1.0])).sum(1)  # scores; |grad|^2 = 1+9
+    maps = [a.view(3, 1, 1, 1).expand(3, 1, 5, 5), b.view(3, 1, 1, 1).expand(3, 1, 2, 2)]
+    assert torch.allclose(r1_penalty(x, maps), torch.tensor(10.0))
+    assert torch.allclose(r1_penalty(x, [a]), r1_penalty(x, a))

@@ -243,6 +243,6 @@ def test_offline_without_weights_is_one_line(tmp_path, monkeypatch):
 
 
 def test_missing_extra_names_the_install(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # what an install without [metrics] looks like
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # a broken install
     res = cli("evaluate", tmp_path, "--data", tmp_path)
-    assert res.exit_code == 2 and "pip install 'ganxfer[metrics]'" in res.output
+    assert res.exit_code == 2 and "pip install torch-fidelity==0.4.0" in res.output

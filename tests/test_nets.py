@@ -57,3 +57,20 @@ def test_sample_is_seeded_and_in_eval_mode():
     a, b = g.sample(3, seed=1), g.sample(3, seed=1)
     assert torch.equal(a, b) and g.training
     assert not torch.equal(a, g.sample(3, seed=2))
+
+
+def test_sample_seed_device_dtype_and_empty():
+    g = DCGANGenerator(resolution=32, channels=3, ngf=8, latent_dim=16)
+    torch.manual_seed(0)
+    a, b = g.sample(2), g.sample(2)
+    assert not torch.equal(a, b)  # seed=None: fresh noise each call, from torch's global generator
+    torch.manual_seed(0)
+    assert torch.equal(g.sample(2), a)
+    assert g.sample(0).shape == (0, 3, 32, 32)
+    d = g.double().sample(2, seed=1)
+    assert d.dtype == torch.float64
+    torch.testing.assert_close(d.float(), g.float().sample(2, seed=1), atol=1e-5, rtol=1e-4)
+    out = g.sample(2, seed=1, device="meta")
+    assert out.device.type == "meta" and next(g.parameters()).device.type == "meta"
+    with pytest.raises(ValueError, match="n=-1"):
+        g.sample(-1)

@@ -15,7 +15,7 @@ from ganxfer.loop import optimizer_groups
 from ganxfer.losses import d_loss, g_loss, r1_penalty
 from ganxfer.nets import backbones, build_discriminator, export_model, load_model, read_config
 from ganxfer.nets.dcgan import DCGANGenerator
-from ganxfer.nets.projected import ProjectedDiscriminator
+from ganxfer.nets.projected import ProjectedDiscriminator, RandomProjection, head
 from ganxfer.recipe import load_recipe
 
 LITE0 = "tf_efficientnet_lite0.in1k"
@@ -140,6 +140,42 @@ def test_projection_is_fixed_saved_and_exported(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(again(x), D.eval()(x), strict=True))
 
 
+def test_csm_is_projected_gans_feature_fusion():
+    """CCM then CSM exactly as PG's FeatureFusionBlocks: add the fused coarser level, upsample 2x, 1x1 conv."""
+    proj = RandomProjection([24, 40, 112, 320], 64)
+    feats = [torch.randn(2, c, s, s) for c, s in zip([24, 40, 112, 320], [16, 8, 4, 2], strict=True)]
+    out = proj(feats)
+    assert proj.widths == [64, 64, 128, 256]
+    assert [tuple(o.shape[1:]) for o in out] == [(64, 32, 32), (64, 16, 16), (128, 8, 8), (256, 4, 4)]
+
+    def up(x):
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+
+    ccm = [conv(f) for conv, f in zip(proj.ccm, feats, strict=True)]
+    out3 = proj.csm[3](up(ccm[3]))
+    out2 = proj.csm[2](up(out3 + ccm[2]))
+    out1 = proj.csm[1](up(out2 + ccm[1]))
+    out0 = proj.csm[0](up(out1 + ccm[0]))
+    for got, want in zip(out, [out0, out1, out2, out3], strict=True):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("kind", ["pg", "separable"])
+def test_heads_have_projected_gans_depth(kind):
+    """At 224 px with CSM (maps of 112 to 14), every head ends in 4x4 logits, the finest after four down
+    blocks of 64, 128, 256 and 512 channels; at 64 px the same heads are shallower."""
+    for cin, side, widths in [(64, 112, [64, 128, 256, 512]), (64, 56, [128, 256, 512]), (128, 28, [256, 512]),
+                              (256, 14, [512])]:
+        h = head(cin, 64, side, kind)
+        bns = [m for m in h.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert [m.num_features for m in bns] == widths
+        assert h(torch.randn(2, cin, side, side)).shape == (2, 1, 4, 4)
+        depthwise = [m for m in h.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+        assert len(depthwise) == (len(widths) if kind == "separable" else 0)
+    assert head(64, 64, 32, kind)(torch.randn(2, 64, 32, 32)).shape == (2, 1, 5, 5)
+    assert head(256, 64, 4, kind)(torch.randn(2, 256, 4, 4)).shape == (2, 1, 1, 1)
+
+
 def test_r1_through_the_backbone():
     D = ProjectedDiscriminator("test_convnext", resolution=32, head_channels=8)
     real = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_(True)
@@ -218,7 +254,7 @@ def test_build_from_recipe_uses_the_recipe_keys(lite0_cache):
     D = build_discriminator(recipe)
     assert isinstance(D, ProjectedDiscriminator) and D.mode == "partial" and D.out_indices == [2, 3]
     assert D.projection is not None and [m.out_channels for m in D.projection.ccm] == [16, 32]
-    assert [t.shape for t in D(torch.zeros(2, 1, 32, 32))] == [(2, 1, 4, 4), (2, 1, 2, 2)]
+    assert [t.shape for t in D(torch.zeros(2, 1, 32, 32))] == [(2, 1, 1, 1), (2, 1, 1, 1)]  # 4x4, 2x2 maps
     assert torch.equal(D.backbone.conv_stem.weight, lite0_weights()["conv_stem.weight"])
 
 

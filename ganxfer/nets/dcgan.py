@@ -94,13 +94,28 @@ class DCGANGenerator(
         return torch.tanh(self.to_rgb(x))
 
     @torch.no_grad()
-    def sample(self, n: int, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
-        """``n`` images in [-1, 1] from z drawn with ``seed`` on the CPU (device independent), in eval mode."""
+    def sample(self, n: int, seed: int | None = None, batch_size: int = 256,
+               device: torch.device | str | None = None) -> torch.Tensor:
+        """``n`` images (n, C, H, W) in [-1, 1], in eval mode, in the model's dtype.
+
+        ``seed``: z is drawn on the CPU from this seed, so the images do not depend on the device; None draws
+        fresh noise from torch's global generator. ``device``: where to generate (the model moves there);
+        the images are returned on it. Default: where the model is.
+        """
+        if n < 0:
+            raise ValueError(f"sample: n={n} must be 0 or more")
+        param = next(self.parameters())
+        if device is not None:
+            self.to(device)
+            param = next(self.parameters())
+        if n == 0:
+            return torch.empty(0, self.channels, self.resolution, self.resolution, dtype=param.dtype,
+                               device=param.device)
         was_training = self.training
         self.eval()
-        device = next(self.parameters()).device
-        z = torch.randn(n, self.latent_dim, generator=torch.Generator().manual_seed(seed))
-        out = torch.cat([self(zb.to(device)).float().cpu() for zb in z.split(batch_size)])
+        rng = torch.Generator().manual_seed(seed) if seed is not None else None
+        z = torch.randn(n, self.latent_dim, generator=rng)
+        out = torch.cat([self(zb.to(param.device, param.dtype)) for zb in z.split(batch_size)])
         self.train(was_training)
         return out
 

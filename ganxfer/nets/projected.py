@@ -22,34 +22,76 @@ from ganxfer.nets import backbones
 
 
 class RandomProjection(nn.Module):
-    """Fixed random mixing: CCM (a 1x1 conv per level, widths ``width * 2**i``), then CSM (top-down: each
-    level adds a 1x1 conv of the already mixed, coarser level, upsampled; Projected GAN's fusion blocks apply
-    the conv after the upsampling, which is the same map). Never trained, but saved."""
+    """Projected GAN's fixed random projections (``proj_type=2``, ``expand=True``), never trained but saved.
+
+    CCM: a 1x1 conv per level, to widths ``w, 2w, 4w, 8w``. CSM, top-down as PG's FeatureFusionBlock: each
+    level adds the already fused coarser level, upsamples the sum 2x (bilinear, aligned corners) and applies
+    a 1x1 conv that halves the width, except at the finest level. Outputs are therefore at twice each level's
+    resolution, with widths ``w, w, 2w, 4w`` (:attr:`widths`).
+    """
 
     def __init__(self, channels: list[int], width: int) -> None:
         super().__init__()
-        self.widths = [width * 2**i for i in range(len(channels))]
-        self.ccm = nn.ModuleList(nn.Conv2d(c, w, 1) for c, w in zip(channels, self.widths, strict=True))
-        self.csm = nn.ModuleList(nn.Conv2d(self.widths[i + 1], self.widths[i], 1) for i in range(len(channels) - 1))
+        ccm = [width * 2**i for i in range(len(channels))]
+        self.widths = [ccm[0]] + [c // 2 for c in ccm[1:]]
+        self.ccm = nn.ModuleList(nn.Conv2d(c, w, 1) for c, w in zip(channels, ccm, strict=True))
+        self.csm = nn.ModuleList(nn.Conv2d(c, w, 1) for c, w in zip(ccm, self.widths, strict=True))
         self.requires_grad_(False)
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         mixed = [ccm(f) for ccm, f in zip(self.ccm, feats, strict=True)]
-        out = [mixed[-1]]
-        for i in reversed(range(len(mixed) - 1)):
-            up = F.interpolate(self.csm[i](out[0]), size=mixed[i].shape[-2:], mode="bilinear", align_corners=False)
-            out.insert(0, mixed[i] + up)
+        out: list[torch.Tensor] = []
+        for i in reversed(range(len(mixed))):
+            x = mixed[i]
+            if out:  # the fused coarser level: 2x its own side, which is this level's side for CNNs
+                coarser = out[0]
+                if coarser.shape[-2:] != x.shape[-2:]:
+                    coarser = F.interpolate(coarser, size=x.shape[-2:], mode="bilinear", align_corners=True)
+                x = x + coarser
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+            out.insert(0, self.csm[i](x))
         return out
 
 
-def head(cin: int, width: int, side: int) -> nn.Sequential:
-    """A spectral-normalised conv head: 3x3 conv, 4x4 stride-2 convs down to at most 8x8, 1x1 conv to logits."""
-    layers: list[nn.Module] = [spectral_norm(nn.Conv2d(cin, width, 3, 1, 1)), nn.LeakyReLU(0.2, True)]
+def sn_conv(*args, **kwargs) -> nn.Module:
+    return spectral_norm(nn.Conv2d(*args, **kwargs))
+
+
+def down_block(cin: int, cout: int, separable: bool) -> nn.Sequential:
+    """Projected GAN's DownBlock: SN conv 4x4 stride 2, or SN depthwise 3x3 + pointwise 1x1 then average pool;
+    BatchNorm and LeakyReLU(0.2) in both."""
+    if not separable:
+        return nn.Sequential(sn_conv(cin, cout, 4, 2, 1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, True))
+    return nn.Sequential(sn_conv(cin, cin, 3, 1, 1, groups=cin, bias=False), sn_conv(cin, cout, 1, bias=False),
+                         nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, True), nn.AvgPool2d(2, 2))
+
+
+def head(cin: int, width: int, side: int, kind: str = "pg") -> nn.Sequential:
+    """A multi-scale head on a ``side`` x ``side`` map of ``cin`` channels.
+
+    ``pg`` / ``separable``: Projected GAN's SingleDisc: down blocks while the side exceeds 8, their widths
+    ``..., 2, 4, 8 x width`` counted back from the last (PG's 64 ... 512 at ``width=64``), then an SN 4x4 conv
+    (valid padding) to logits: 4x4 logit maps for a 224 px input, as in PG. ``light``: a 3x3 conv, 4x4
+    stride-2 convs down to at most 8x8 and a 1x1 conv, all at ``width`` (cheaper, no BatchNorm).
+    """
+    if kind == "light":
+        layers: list[nn.Module] = [sn_conv(cin, width, 3, 1, 1), nn.LeakyReLU(0.2, True)]
+        while side > 8:
+            layers += [sn_conv(width, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+            side //= 2
+        return nn.Sequential(*layers, sn_conv(width, 1, 1))
+    downs = 0
     while side > 8:
-        layers += [spectral_norm(nn.Conv2d(width, width, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
-        side //= 2
-    layers.append(spectral_norm(nn.Conv2d(width, 1, 1)))
-    return nn.Sequential(*layers)
+        side, downs = side // 2, downs + 1
+    widths = [width * 2 ** max(0, 3 - (downs - 1 - k)) for k in range(downs)]
+    layers = []
+    for w in widths:
+        layers.append(down_block(cin, w, kind == "separable"))
+        cin = w
+    return nn.Sequential(*layers, sn_conv(cin, 1, min(4, side), 1, 0, bias=False))
+
+
+HEADS = ("pg", "separable", "light")
 
 
 class ProjectedDiscriminator(
@@ -71,7 +113,8 @@ class ProjectedDiscriminator(
         out_indices: feature levels fed to heads (default: the backbone's known levels, else all).
         input_size: resize images to this side before the backbone (fixed-size ViTs default to theirs).
         projection: fixed random CCM/CSM projections before the heads.
-        head_channels: width of each head (and base width of the projections).
+        head_channels: base width of the heads and of the projections (Projected GAN's 64).
+        heads: ``pg`` (Projected GAN's heads), ``separable`` (PG's separable variant) or ``light``; see :func:`head`.
         pretrained, pretrained_file: where the backbone's initial weights come from. Neither is written to
             ``config.json``: an exported model is rebuilt with random weights and loads its own safetensors.
     """
@@ -81,10 +124,13 @@ class ProjectedDiscriminator(
     def __init__(self, backbone: str = "tf_efficientnet_lite0.in1k", resolution: int = 64, channels: int = 3,
                  mode: str = "frozen", trainable_from: int = 0, backbone_lr_mult: float = 1.0,
                  out_indices: list[int] | None = None, input_size: int | None = None, projection: bool = False,
-                 head_channels: int = 64, pretrained: bool = False, pretrained_file: str | None = None) -> None:
+                 head_channels: int = 64, heads: str = "pg", pretrained: bool = False,
+                 pretrained_file: str | None = None) -> None:
         super().__init__()
         if channels not in (1, 3):
             raise ValueError(f"channels={channels}: the projected discriminator takes 1 or 3")
+        if heads not in HEADS:
+            raise ValueError(f"discriminator.heads={heads!r}: use one of {', '.join(HEADS)}")
         self.backbone, self.out_indices = backbones.create(backbone, pretrained, pretrained_file, out_indices)
         self.mode, self.channels, self.backbone_lr_mult = mode, channels, backbone_lr_mult
         self.frozen_modules = backbones.freeze(self.backbone, mode, trainable_from)
@@ -97,7 +143,8 @@ class ProjectedDiscriminator(
         self.projection = RandomProjection(widths, head_channels) if projection else None
         widths = self.projection.widths if projection else widths
         side = self.input_size or resolution
-        self.heads = nn.ModuleList(head(w, head_channels, math.ceil(side / lvl["reduction"]))
+        scale = 2 if projection else 1  # CSM doubles every map
+        self.heads = nn.ModuleList(head(w, head_channels, math.ceil(side / lvl["reduction"]) * scale, heads)
                                    for w, lvl in zip(widths, levels, strict=True))
         if isinstance(self._hub_mixin_config, dict):  # config.json: the resolved levels, no weight source
             self._hub_mixin_config["out_indices"] = list(self.out_indices)

@@ -1,0 +1,170 @@
+"""The equal-time study: recipes trained for the same minutes of training wall time, scored from snapshots.
+
+Train each arm with snapshots (one training at a time; the machine must be otherwise idle)::
+
+    ganxfer train recipes/anime_dcgan.yaml --run-dir runs/study/anime_dcgan-s0 --set train.kimg=10000 \\
+        --set train.minutes=30 --set train.snapshot_every_minutes=10 --set "train.snapshot_at_minutes=[1,2,3,5]"
+
+then score every snapshot (KID from 500 fakes against 2,000 cached reals, precision/recall on 500 : 500) and
+write the table, the curve figure and the 8x8 grids::
+
+    python benchmarks/equal_time.py score runs/study
+    python benchmarks/equal_time.py report runs/study --baseline anime_dcgan-s0 --docs docs/equal_time
+
+``score`` appends to ``RUN/scores.jsonl`` and skips snapshots already scored, so it can be rerun after more
+arms finish. ``report`` appends rows to RESULTS.md and writes ``DOCS/curves.png`` and ``DOCS/<run>.jpg``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+from pathlib import Path
+
+import torch
+import yaml
+from results import RESULTS, append_row, git_commit, machine
+
+HEADING = "## Equal training time on CPU: KID and recall from snapshots (benchmarks/equal_time.py)"
+COLUMNS = ("| date | commit | machine | run | recipe changes | seed | img/s | kimg at end | KID x10^3 by minute | "
+           "recall at end | time to the baseline's final KID | speed-up |\n" + "|---" * 12 + "|")
+
+
+def rows(run: Path, file: str = "metrics.jsonl") -> list[dict]:
+    path = run / file
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+def score(study: Path, data: str, num: int, num_real: int) -> None:
+    from ganxfer.metrics import evaluate
+
+    for run in sorted(p for p in study.iterdir() if (p / "metrics.jsonl").is_file()):
+        done = {r["snapshot"] for r in rows(run, "scores.jsonl")}
+        for snap in (r for r in rows(run) if "snapshot" in r and r["snapshot"] not in done):
+            res = evaluate(str(run / snap["snapshot"]), data, num=num, num_real=num_real, metrics="kid,pr")
+            out = {"snapshot": snap["snapshot"], "minutes": float(snap["snapshot"].split("min-")[1]),
+                   "kimg": snap["kimg"], "wall_s": snap["wall_s"],
+                   **{k: res[k] for k in ("kid_mean", "kid_std", "precision", "recall", "diversity", "collapse",
+                                          "num_fake", "num_real")}}
+            print(run.name, json.dumps(out))
+            with open(run / "scores.jsonl", "a") as fh:
+                fh.write(json.dumps(out) + "\n")
+
+
+def time_to(points: list[tuple[float, float]], target: float) -> float | None:
+    """The first minute at which KID reaches ``target``, interpolating log KID between snapshots (from 0 min
+    when the first snapshot is already there); None when it never does."""
+    prev = None
+    for minutes, kid in points:
+        if kid <= target:
+            if prev is None:
+                return minutes
+            (m0, k0), (m1, k1) = prev, (minutes, kid)
+            f = (math.log(k0) - math.log(target)) / max(math.log(k0) - math.log(k1), 1e-12)
+            return m0 + f * (m1 - m0)
+        prev = (minutes, kid)
+    return None
+
+
+def changes(run: Path) -> str:
+    """What the run's recipe.yaml changes against the recipe file of the same name."""
+    from ganxfer.recipe import differences, load_recipe
+
+    mine = load_recipe(run / "recipe.yaml")
+    base = Path("recipes") / f"{mine.name}.yaml"
+    if not base.is_file():
+        return "-"
+    skip = ("train.kimg", "train.minutes", "train.snapshot", "seed", "name", "data.path")
+    diff = [d for d in differences(load_recipe(base), mine) if not d.startswith(skip)]
+    return "; ".join(diff).replace("|", "/") or "none"
+
+
+def grid(run: Path, out: Path) -> None:
+    """8x8 samples (seed 0) of the run's last snapshot, each face shown at 2x."""
+    from torchvision.transforms.functional import to_pil_image
+    from torchvision.utils import make_grid
+
+    import ganxfer
+
+    last = max((r for r in rows(run, "scores.jsonl")), key=lambda r: r["minutes"])
+    images = ganxfer.load_generator(str(run / last["snapshot"])).sample(64, seed=0)
+    images = torch.nn.functional.interpolate(images.float(), scale_factor=2, mode="nearest")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet = make_grid(images, nrow=8, normalize=True, value_range=(-1, 1), padding=2, pad_value=1.0)
+    to_pil_image(sheet).save(out, quality=92)
+
+
+def curves(study: Path, runs: list[Path], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for run in runs:
+        pts = sorted(rows(run, "scores.jsonl"), key=lambda r: r["minutes"])
+        m = [r["minutes"] for r in pts]
+        a.errorbar(m, [r["kid_mean"] * 1e3 for r in pts], [r["kid_std"] * 1e3 for r in pts], marker="o",
+                   label=run.name, capsize=2)
+        b.plot(m, [r["recall"] for r in pts], marker="o", label=run.name)
+    a.set(xlabel="training wall time (min, 2-core CPU)", ylabel="KID x10^3 (500 fakes vs 2,000 reals)",
+          yscale="log", title="KID (lower is better)")
+    b.set(xlabel="training wall time (min, 2-core CPU)", ylabel="recall (500 : 500)", title="recall (diversity)")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    a.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+
+
+def report(study: Path, baseline: str, docs: Path, results: Path) -> None:
+    runs = sorted(p for p in study.iterdir() if rows(p, "scores.jsonl"))
+    base = sorted(rows(study / baseline, "scores.jsonl"), key=lambda r: r["minutes"])[-1]
+    head = f"| {datetime.date.today()} | {git_commit()} | {machine()}, CPU |"
+    for run in runs:
+        pts = sorted(rows(run, "scores.jsonl"), key=lambda r: r["minutes"])
+        train = [r for r in rows(run) if "loss_d" in r]
+        end = train[-1]
+        ips = end["kimg"] * 1000 / end["wall_s"]
+        reach = time_to([(r["minutes"], r["kid_mean"]) for r in pts], base["kid_mean"])
+        kid = ", ".join(f"{r['minutes']:g}: {r['kid_mean'] * 1e3:.0f}" for r in pts)
+        seed = yaml.safe_load((run / "recipe.yaml").read_text())["seed"]
+        reach_s = f"{reach:.1f} min" if reach is not None else "not reached"
+        speed = f"{base['minutes'] / reach:.1f}x" if reach else "-"
+        bound = " (at or before the first snapshot)" if reach is not None and reach == pts[0]["minutes"] else ""
+        row = (f"{head} {run.name} | {changes(run)} | {seed} | {ips:.0f} | {end['kimg']:.0f} | {kid} | "
+               f"{pts[-1]['recall']:.3f} | {reach_s}{bound} | {speed}{'+' if bound else ''} |")
+        print(row)
+        append_row(results, HEADING, COLUMNS, row)
+        grid(run, docs / f"{run.name}.jpg")
+    curves(study, runs, docs / "curves.png")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("score")
+    s.add_argument("study", type=Path)
+    s.add_argument("--data", default=None, help="real images (default $GANXFER_DATA/anime-faces-64)")
+    s.add_argument("--num", type=int, default=500)
+    s.add_argument("--num-real", type=int, default=2000)
+    r = sub.add_parser("report")
+    r.add_argument("study", type=Path)
+    r.add_argument("--baseline", default="anime_dcgan-s0")
+    r.add_argument("--docs", type=Path, default=Path("docs/equal_time"))
+    r.add_argument("--results", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    if args.cmd == "score":
+        import os
+
+        data = args.data or f"{os.environ['GANXFER_DATA']}/anime-faces-64"
+        score(args.study, data, args.num, args.num_real)
+    else:
+        report(args.study, args.baseline, args.docs, args.results)
+
+
+if __name__ == "__main__":
+    main()

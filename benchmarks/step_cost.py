@@ -1,0 +1,103 @@
+"""CPU cost of one full training step (G forward, D on real and fake, D backward and Adam, G backward through D
+and Adam) for discriminator variants, against the tutorial DCGAN (anime_dcgan) in the same run.
+
+Each variant is a recipe plus ``--set`` overrides, with ``bf16`` (autocast) and ``channels_last`` as extra
+switches. All variants run once per round, in turn, so machine noise hits all; the result is the median
+step time and images/s relative to the first variant. DiffAugment and the data are left out (same for all).
+
+    source ../shared/env.sh && python benchmarks/step_cost.py --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from results import append_row, git_commit, machine
+
+from ganxfer.loop import optimizer_groups
+from ganxfer.losses import d_loss, g_loss
+from ganxfer.nets import build_discriminator, build_generator
+from ganxfer.recipe import load_recipe
+
+HEADING = "## Training step cost on CPU by discriminator variant (benchmarks/step_cost.py)"
+COLUMNS = ("| date | commit | machine | batch | variant | step ms (median) | img/s | vs anime_dcgan | load avg |\n"
+           "|---|---|---|---|---|---|---|---|---|")
+PG = "recipes/anime_projected.yaml"
+VARIANTS: dict[str, tuple[str, list[str], set[str]]] = {
+    "anime_dcgan (tutorial)": ("recipes/anime_dcgan.yaml", [], set()),
+    "projected, light heads, 64 px": (PG, ["discriminator.heads=light"], set()),
+    "projected, pg heads, 64 px": (PG, ["discriminator.heads=pg"], set()),
+    "projected, separable heads, 64 px": (PG, ["discriminator.heads=separable"], set()),
+    "projected, pg heads, 128 px": (PG, ["discriminator.heads=pg", "discriminator.input_size=128"], set()),
+    "projected, pg heads, 224 px": (PG, ["discriminator.heads=pg", "discriminator.input_size=224"], set()),
+    "projected, pg heads, 64 px, bf16": (PG, ["discriminator.heads=pg"], {"bf16"}),
+    "projected, pg heads, 64 px, channels_last": (PG, ["discriminator.heads=pg"], {"channels_last"}),
+    "anime_dcgan, bf16": ("recipes/anime_dcgan.yaml", [], {"bf16"}),
+}
+
+
+def build(path: str, sets: list[str], flags: set[str], batch: int):
+    recipe = load_recipe(path, [f"train.batch_size={batch}", *sets])
+    torch.manual_seed(0)
+    G, D = build_generator(recipe).train(), build_discriminator(recipe).train()
+    if "channels_last" in flags:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    betas = tuple(recipe.optim.betas)
+    opt_g = torch.optim.Adam(G.parameters(), recipe.optim.g_lr, betas=betas)
+    opt_d = torch.optim.Adam(optimizer_groups(D, recipe.optim.d_lr), betas=betas)
+    return G, D, opt_g, opt_d, recipe.loss.kind, recipe.generator.latent_dim
+
+
+def step(G, D, opt_g, opt_d, kind: str, latent: int, real: torch.Tensor, flags: set[str]) -> float:
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if "bf16" in flags else contextlib.nullcontext()
+    t0 = time.perf_counter()
+    with autocast:
+        fake = G(torch.randn(len(real), latent))
+        loss = d_loss(kind, D(real), D(fake.detach()))
+    opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_d.step()
+    with autocast:
+        loss = g_loss(kind, D(fake))
+    opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_g.step()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--only", nargs="*", help="variant names to run (default: all)")
+    ap.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    args = ap.parse_args()
+    chosen = {k: v for k, v in VARIANTS.items() if not args.only or k in args.only}
+    nets = {k: build(p, s, f, args.batch) for k, (p, s, f) in chosen.items()}
+    real = torch.rand(args.batch, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    times: dict[str, list[float]] = {k: [] for k in nets}
+    for r in range(args.warmup + args.repeats):
+        for name, net in nets.items():
+            x = real.contiguous(memory_format=torch.channels_last) if "channels_last" in chosen[name][2] else real
+            t = step(*net, x, chosen[name][2])
+            if r >= args.warmup:
+                times[name].append(t)
+    ref = statistics.median(next(iter(times.values())))
+    for name, t in times.items():
+        med = statistics.median(t)
+        row = (f"| {datetime.date.today()} | {git_commit()} | {machine()} | {args.batch} | {name} | {med * 1000:.0f} | "
+               f"{args.batch / med:.0f} | {ref / med:.2f}x | {os.getloadavg()[0]:.1f} |")
+        print(row)
+        append_row(args.results, HEADING, COLUMNS, row)
+
+
+if __name__ == "__main__":
+    main()
