@@ -120,7 +120,7 @@ def curves(study: Path, runs: list[Path], out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
-def report(study: Path, baseline: str, docs: Path, results: Path) -> None:
+def report(study: Path, baseline: str, docs: Path, results: Path, heading: str = HEADING) -> None:
     runs = sorted(p for p in study.iterdir() if rows(p, "scores.jsonl"))
     base = sorted(rows(study / baseline, "scores.jsonl"), key=lambda r: r["minutes"])[-1]
     head = f"| {datetime.date.today()} | {git_commit()} | {machine()}, CPU |"
@@ -138,7 +138,7 @@ def report(study: Path, baseline: str, docs: Path, results: Path) -> None:
         row = (f"{head} {run.name} | {changes(run)} | {seed} | {ips:.0f} | {end['kimg']:.0f} | {kid} | "
                f"{pts[-1]['recall']:.3f} | {reach_s}{bound} | {speed}{'+' if bound else ''} |")
         print(row)
-        append_row(results, HEADING, COLUMNS, row)
+        append_row(results, heading, COLUMNS, row)
         grid(run, docs / f"{run.name}.jpg")
     curves(study, runs, docs / "curves.png")
 
@@ -156,6 +156,7 @@ def main() -> None:
     r.add_argument("--baseline", default="anime_dcgan-s0")
     r.add_argument("--docs", type=Path, default=Path("docs/equal_time"))
     r.add_argument("--results", type=Path, default=RESULTS)
+    r.add_argument("--heading", default=HEADING, help="the RESULTS.md section to add the rows to")
     args = ap.parse_args()
     if args.cmd == "score":
         import os
@@ -163,7 +164,7 @@ def main() -> None:
         data = args.data or f"{os.environ['GANXFER_DATA']}/anime-faces-64"
         score(args.study, data, args.num, args.num_real)
     else:
-        report(args.study, args.baseline, args.docs, args.results)
+        report(args.study, args.baseline, args.docs, args.results, args.heading)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from ganxfer.errors import GanxferError
 from ganxfer.losses import d_loss, g_loss, r1_penalty
 from ganxfer.metrics import COLLAPSE_GRID, spread
 from ganxfer.nets import build_discriminator, build_generator, export_model
-from ganxfer.recipe import Recipe
+from ganxfer.recipe import Recipe, flat
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,9 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None
     if found and not overwrite:
         raise RunError(f"{run_dir} already holds checkpoints; pass --resume to continue it, "
                        "--overwrite to start over, or --run-dir for a new folder")
-    if found:
-        for old in found:
-            shutil.rmtree(old)
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    for old in found:
+        shutil.rmtree(old)
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # a fresh start: rows of an earlier attempt are stale
     return None
 
 
@@ -99,7 +98,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
     """Train ``recipe`` into ``run_dir`` and return the exported generator folder."""
     run_dir = Path(run_dir)
     tr = recipe.train
-    acc = Accelerator(mixed_precision=tr.mixed_precision, log_with="tensorboard",
+    acc = Accelerator(mixed_precision=tr.mixed_precision, log_with=tr.log_with or None,
                       project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tb")))
     resume_from = prepare_run_dir(run_dir, resume, overwrite) if acc.is_main_process else None
     resume_from = checkpoint.checkpoints(run_dir)[-1] if resume and not acc.is_main_process else resume_from
@@ -152,7 +151,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
             _truncate_metrics(run_dir / "metrics.jsonl", counters["images_seen"])
     total = round(tr.kimg * 1000)
     budget_s = tr.minutes * 60 if tr.minutes is not None else math.inf
-    acc.init_trackers("train")
+    hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat(recipe).items()}
+    acc.init_trackers(recipe.name, config=hparams)
 
     # --- loop --------------------------------------------------------------------------------------
     G_raw, D_raw = acc.unwrap_model(G), acc.unwrap_model(D)
@@ -173,9 +173,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
 
     def grid(generator: torch.nn.Module, at: int) -> None:
         images = save_grid(generator, fixed_z, run_dir / "samples" / f"{at:09d}.png")
+        log_images(acc, images, at)
         value = spread(thumbnails(images)) / max(real_spread, 1e-12)
         _log(acc, run_dir, {"kimg": at / 1000, "step": counters["step"], "grid_diversity": round(value, 4)})
-        if value < COLLAPSE_GRID:
+        if value < COLLAPSE_GRID and at > 0:  # at kimg 0 a fresh generator draws one image by design
             log.warning("kimg %.1f: the sample grid is %.2fx as varied as real images; the generator may be "
                         "collapsing", at / 1000, value)
 
@@ -283,6 +284,21 @@ def hardware(acc: Accelerator) -> str:
     if acc.device.type == "cuda":
         return f"{acc.num_processes}x {torch.cuda.get_device_name(acc.device)}"
     return f"{acc.num_processes}x CPU ({os.cpu_count()} cores)"
+
+
+def log_images(acc: Accelerator, images: torch.Tensor, step: int) -> None:
+    """The sample grid to every tracker that takes images (TensorBoard as a tensor, the others as PIL)."""
+    from torchvision.transforms.functional import to_pil_image
+    from torchvision.utils import make_grid
+
+    if not acc.trackers:
+        return
+    sheet = make_grid(images, nrow=int(math.ceil(math.sqrt(len(images)))), normalize=True, value_range=(-1, 1))
+    for tracker in acc.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({"samples": sheet[None]}, step=step)
+        elif hasattr(tracker, "log_images"):
+            tracker.log_images({"samples": [to_pil_image(sheet)]}, step=step)
 
 
 def _log(acc: Accelerator, run_dir: Path, row: dict) -> None:

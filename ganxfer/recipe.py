@@ -111,6 +111,8 @@ class TrainConfig:
     checkpoint_every_kimg: float = _f(5.0, "checkpoint cadence (0 = only at the end)", 0)
     keep_checkpoints: int = _f(2, "how many checkpoints to keep", 1)
     num_samples: int = _f(64, "images in the sample grid", 1, 1024)
+    log_with: list[str] = _f(["tensorboard"], "experiment trackers, through Accelerate: tensorboard, wandb, mlflow, "
+                                              "aim, comet_ml, clearml, dvclive, ... ([] = none)")
     snapshot_every_minutes: float = _f(0.0, "export the generator to RUN/snapshots/min-MMMM every N minutes of "
                                             "training wall time (0 = off)", 0)
     snapshot_at_minutes: list[float] = _f([], "also export snapshots at these minutes of training time, e.g. "
@@ -124,10 +126,10 @@ class TrainConfig:
 class EvalConfig:
     every_kimg: float = _f(0.0, "in-training evaluation cadence in kimg; 0 = off, the default, since Inception "
                               "runs ~4 images/s on CPU; on a GPU e.g. --set eval.every_kimg=5", 0)
-    num: int = _f(1000, "generated images per evaluation", 2)
+    num: int = _f(500, "generated images per evaluation (KID and precision/recall; ~2 min on a 2-core CPU)", 2)
     metrics: list[str] = _f(["kid", "pr"], "any of fid, kid, pr (pr: precision and recall on equal set sizes)")
     data: str | None = _f(None, "reference images (default: data.path)")
-    num_real: int | None = _f(None, "reference images used (default: data.limit, or all); features cached on disk", 2)
+    num_real: int | None = _f(2000, "reference images used (null: data.limit, or all); features cached on disk", 2)
     best_metric: str = _f("kid_mean", "metric that picks RUN/generator-best: fid or kid_mean (lower is better)")
     batch: int = _f(64, "images per feature-extractor forward", 1)
     feature_extractor: str = _f("inception-v3-compat", "torch-fidelity feature extractor")
@@ -294,6 +296,13 @@ def check(recipe: Recipe, source: str = "recipe") -> Recipe:
     if recipe.loss.r1_gamma > 0 and recipe.train.mixed_precision == "fp16":
         raise RecipeError(f"{source}: loss.r1_gamma with train.mixed_precision=fp16 would take R1's gradient "
                           "without loss scaling; use train.mixed_precision=bf16, or loss.r1_gamma=0")
+    if recipe.train.log_with != ["tensorboard"]:
+        from accelerate.utils import LoggerType
+
+        known = [t.value for t in LoggerType]
+        for name in recipe.train.log_with:
+            if name not in known:
+                raise RecipeError(f"{source}: train.log_with: unknown tracker {name!r}; use any of {', '.join(known)}")
     return recipe
 
 

@@ -37,8 +37,10 @@ def test_mnist_run_writes_the_run_folder(mnist_env, tmp_path):
     assert res.exit_code == 0, res.output
     assert (run / "recipe.yaml").read_text().startswith("name: mnist_dcgan")
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["kimg"] for r in rows] == [0.032, 0.064, 0.096]
-    assert all(r["images_per_s"] > 0 and "loss_d" in r and "loss_g" in r for r in rows)
+    train = [r for r in rows if "loss_d" in r]
+    assert [r["kimg"] for r in train] == [0.032, 0.064, 0.096]
+    assert all(r["images_per_s"] > 0 and "loss_g" in r for r in train)
+    assert [r["kimg"] for r in rows if "grid_diversity" in r] == [0, 0.048, 0.096]  # one per grid
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["000000000.png", "000000048.png", "000000096.png"]
     assert [p.name for p in checkpoints(run)] == ["step-000000000064", "step-000000000096"]
     assert list((run / "tb").rglob("events.out.tfevents.*"))
@@ -65,8 +67,8 @@ def test_resume_equals_one_run(mnist_env, tmp_path):
     assert a.keys() == b.keys()
     assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) <= 1e-6
     assert any(not torch.equal(first_half[k], b[k]) for k in b)  # the resumed run really trained on
-    rows = lambda run: [json.loads(x)["kimg"] for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
-    assert rows(full) == rows(half)
+    rows = lambda run: [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert [r["kimg"] for r in rows(full) if "loss_d" in r] == [r["kimg"] for r in rows(half) if "loss_d" in r]
 
 
 def test_minutes_budget_and_snapshots(mnist_env, tmp_path):
@@ -95,6 +97,27 @@ def test_resume_takes_the_runs_own_recipe(mnist_env, tmp_path):
     assert "--set changes train.kimg: 0.032 -> 0.064" in res.output
     assert "differs from it in train.ema" in res.output
     assert "ema: 0.9" in (run / "recipe.yaml").read_text()
+
+
+def test_tensorboard_gets_scalars_grids_and_the_recipe(mnist_env, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    assert cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=0.032", "--run-dir", run).exit_code == 0
+    events = [p for p in (run / "tb").rglob("events.out.tfevents.*") if p.parent.name == "mnist_dcgan"]
+    acc = EventAccumulator(str(events[0].parent), size_guidance={"images": 0, "scalars": 0}).Reload()
+    assert {"loss_d", "loss_g", "grid_diversity"} <= set(acc.Tags()["scalars"])
+    assert [e.step for e in acc.Images("samples")] == [0, 32]
+    assert (acc.Images("samples")[0].width, acc.Images("samples")[0].height) == (8 * 32 + 18, 8 * 32 + 18)
+    hparams = list((run / "tb" / "mnist_dcgan").rglob("hparams.yml"))
+    assert hparams and "train.batch_size: 16" in hparams[0].read_text()
+
+
+def test_unknown_tracker_is_one_line(mnist_env):
+    res = CliRunner().invoke(main, ["train", "recipes/mnist_dcgan.yaml", "--set", "train.log_with=[tensorbord]",
+                                    "--dry-run"])
+    assert res.exit_code == 2 and "unknown tracker 'tensorbord'" in res.output and "wandb" in res.output
+    assert len(res.output.strip().splitlines()) == 1
 
 
 def test_interrupted_checkpoint_write_is_ignored(mnist_env, tmp_path):
@@ -154,7 +177,7 @@ def test_two_processes_with_torchrun(mnist_env, tmp_path):
         proc = subprocess.run([*cmd, "--set", f"train.kimg={kimg}", *extra], env=env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["kimg"] for r in rows] == [0.032, 0.064]
+    assert [r["kimg"] for r in rows if "loss_d" in r] == [0.032, 0.064]
     last = checkpoints(run)[-1]
     assert {"rng_0.safetensors", "rng_1.safetensors"} <= {p.name for p in last.iterdir()}
     assert json.loads((last / "trainer.json").read_text())["images_seen"] == 64

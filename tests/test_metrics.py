@@ -246,3 +246,20 @@ def test_missing_extra_names_the_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # a broken install
     res = cli("evaluate", tmp_path, "--data", tmp_path)
     assert res.exit_code == 2 and "pip install torch-fidelity==0.4.0" in res.output
+
+
+def test_precision_recall_on_equal_sizes_and_the_collapse_flag():
+    """PR cuts the larger set to the smaller's size; a generator drawing one image is flagged."""
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(300, 16, generator=g), torch.randn(60, 16, generator=g)
+    got = metrics.compute_metrics(fake, real, ["pr"])
+    f, r = metrics.equal_sizes(fake, real)
+    assert len(f) == len(r) == 60 and torch.equal(f, fake)
+    want = prc_features_to_metric(f, r, verbose=False)
+    assert got["recall"] == pytest.approx(float(want["recall"])) and 0.9 < got["diversity"] < 1.1
+    assert not metrics.collapsed(got)
+    same = fake[:1].repeat(60, 1) + 0.01 * torch.randn(60, 16, generator=g)
+    bad = metrics.compute_metrics(same, real, ["pr"])
+    assert bad["diversity"] < 0.05 and bad["recall"] < 0.05 and metrics.collapsed(bad)
