@@ -42,7 +42,8 @@ def score(study: Path, data: str, num: int, num_real: int) -> None:
 
     for run in sorted(p for p in study.iterdir() if (p / "metrics.jsonl").is_file()):
         done = {r["snapshot"] for r in rows(run, "scores.jsonl")}
-        for snap in (r for r in rows(run) if "snapshot" in r and r["snapshot"] not in done):
+        snaps = [r for r in rows(run) if "snapshot" in r and r["snapshot"] not in done]
+        for snap in reversed(snaps):  # the latest first: an interrupted scoring keeps the points that matter most
             res = evaluate(str(run / snap["snapshot"]), data, num=num, num_real=num_real, metrics="kid,pr")
             out = {"snapshot": snap["snapshot"], "minutes": float(snap["snapshot"].split("min-")[1]),
                    "kimg": snap["kimg"], "wall_s": snap["wall_s"],
@@ -76,7 +77,7 @@ def changes(run: Path) -> str:
     base = Path("recipes") / f"{mine.name}.yaml"
     if not base.is_file():
         return "-"
-    skip = ("train.kimg", "train.minutes", "train.snapshot", "seed", "name", "data.path")
+    skip = ("train.kimg", "train.minutes", "train.snapshot", "train.checkpoint", "seed", "name", "data.path")
     diff = [d for d in differences(load_recipe(base), mine) if not d.startswith(skip)]
     return "; ".join(diff).replace("|", "/") or "none"
 

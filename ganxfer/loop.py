@@ -145,7 +145,11 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
 
     counters = {"images_seen": 0, "step": 0, "wall_s": 0.0, "best": None}
     if resume_from is not None:
+        recipe_hparams = [[(g["lr"], g["betas"]) for g in o.param_groups] for o in (opt_g, opt_d)]
         counters = checkpoint.load_checkpoint(acc, resume_from, ema, gen)
+        for o, hp in zip((opt_g, opt_d), recipe_hparams, strict=True):  # the recipe's lr and betas win on resume
+            for group, (lr, betas) in zip(o.param_groups, hp, strict=True):
+                group["lr"], group["betas"] = lr, betas
         if acc.is_main_process:
             log.info("resumed from %s at %.3f kimg", resume_from, counters["images_seen"] / 1000)
             _truncate_metrics(run_dir / "metrics.jsonl", counters["images_seen"])
@@ -219,6 +223,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         if ema is not None:
             update_ema(ema, G_raw, counters["step"], tr.ema)
         window["loss_g"] += loss.item()
+        if not math.isfinite(window["loss_d"] + window["loss_g"]):  # stop before a NaN reaches a checkpoint
+            raise RunError(f"training diverged at {counters['images_seen'] / 1000:.3f} kimg (loss_d "
+                           f"{window['loss_d']:.4g}, loss_g {window['loss_g']:.4g}); the checkpoints are intact: "
+                           "lower optim.g_lr / optim.d_lr and continue with --resume")
         window["n"] += 1
         counters["step"] += 1
         now = counters["images_seen"]

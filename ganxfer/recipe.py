@@ -71,8 +71,11 @@ class DiscriminatorConfig:
     input_size: int | None = _f(None, "resize images to this side before the backbone", 16, 1024)
     projection: bool = _f(False, "fixed random cross-channel/scale mixing (Projected GAN CCM/CSM)")
     head_channels: int = _f(64, "base width of the multi-scale heads and projections (Projected GAN: 64)", 1, 4096)
-    heads: Literal["pg", "separable", "light"] = _f("pg", "head design: Projected GAN's, its separable variant, "
-                                                          "or light (one width, no BatchNorm)")
+    heads: Literal["light", "pg", "separable"] = _f("light", "head design: light (one width, no BatchNorm; the "
+                                                             "cheapest), Projected GAN's (pg) or its separable variant")
+    mbstd: int = _f(0, "projected: group size of a minibatch-stddev channel in each head (StyleGAN's; 0 = off)", 0, 64)
+    pixel_d: bool = _f(False, "projected: also a DCGAN discriminator (width ndf) on the pixels, as one more head "
+                              "(Vision-aided GAN's ensemble)")
     init: str | None = _f(None, "warm start of a DCGAN discriminator")
     freeze_blocks: int = _f(0, "freeze the first K discriminator blocks (FreezeD)", 0)
 

@@ -15,7 +15,7 @@ from ganxfer.loop import optimizer_groups
 from ganxfer.losses import d_loss, g_loss, r1_penalty
 from ganxfer.nets import backbones, build_discriminator, export_model, load_model, read_config
 from ganxfer.nets.dcgan import DCGANGenerator
-from ganxfer.nets.projected import ProjectedDiscriminator, RandomProjection, head
+from ganxfer.nets.projected import MinibatchStd, ProjectedDiscriminator, RandomProjection, head
 from ganxfer.recipe import load_recipe
 
 LITE0 = "tf_efficientnet_lite0.in1k"
@@ -176,6 +176,31 @@ def test_heads_have_projected_gans_depth(kind):
     assert head(256, 64, 4, kind)(torch.randn(2, 256, 4, 4)).shape == (2, 1, 1, 1)
 
 
+def test_minibatch_std_sees_a_collapsed_batch():
+    m = MinibatchStd(4)
+    x = torch.randn(8, 3, 2, 2)
+    y = m(x)
+    assert y.shape == (8, 4, 2, 2) and torch.equal(y[:, :3], x)
+    groups = x.reshape(4, 2, 3, 2, 2)  # StyleGAN's grouping: image i joins group i % (8 // 4)
+    want = groups.var(0, unbiased=False).add(1e-8).sqrt().mean((1, 2, 3))
+    torch.testing.assert_close(y[:, 3, 0, 0], want.repeat(4))
+    same = x[:1].expand(8, -1, -1, -1)
+    assert m(same)[:, 3].abs().max() < 1e-3  # a collapsed batch shows no spread
+
+
+def test_pixel_discriminator_is_one_more_head(tmp_path):
+    D = ProjectedDiscriminator("test_efficientnet", resolution=32, head_channels=8, pixel_ndf=8, mbstd=2)
+    logits = D(torch.rand(4, 3, 32, 32) * 2 - 1)
+    assert len(logits) == len(D.out_indices) + 1 and logits[-1].shape == (4, 1, 1, 1)
+    assert any(n.startswith("pixel.") for n, _ in D.named_parameters())
+    heads = {id(p) for p in D.optimizer_groups(1e-3)[0]["params"]}
+    assert {id(p) for p in D.pixel.parameters()} <= heads  # trained with the heads
+    export_model(D, tmp_path / "d", "discriminator")
+    again = load_model(tmp_path / "d")
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    assert all(torch.equal(a, b) for a, b in zip(again(x), D.eval()(x), strict=True))
+
+
 def test_r1_through_the_backbone():
     D = ProjectedDiscriminator("test_convnext", resolution=32, head_channels=8)
     real = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_(True)
@@ -255,7 +280,7 @@ def test_build_from_recipe_uses_the_recipe_keys(lite0_cache):
     D = build_discriminator(recipe)
     assert isinstance(D, ProjectedDiscriminator) and D.mode == "partial" and D.out_indices == [2, 3]
     assert D.projection is not None and [m.out_channels for m in D.projection.ccm] == [16, 32]
-    assert [t.shape for t in D(torch.zeros(2, 1, 32, 32))] == [(2, 1, 5, 5), (2, 1, 1, 1)]  # CSM: 8x8, 4x4 maps
+    assert [t.shape for t in D(torch.zeros(2, 1, 32, 32))] == [(2, 1, 8, 8), (2, 1, 4, 4)]  # CSM: 8x8, 4x4 maps
     assert torch.equal(D.backbone.conv_stem.weight, lite0_weights()["conv_stem.weight"])
 
 

@@ -84,3 +84,10 @@ def test_resolved_recipe_round_trips(tmp_path):
 def test_describe_lists_every_key():
     keys = {row[0] for row in describe()}
     assert {"train.kimg", "train.batch_size", "data.path", "generator.init", "discriminator.mode"} <= keys
+
+
+def test_r1_under_fp16_is_refused_at_load(tmp_path):
+    path = write(tmp_path, "loss: {r1_gamma: 1.0}\n")
+    with pytest.raises(RecipeError, match="train.mixed_precision=bf16"):
+        load_recipe(path, ["train.mixed_precision=fp16"])
+    assert load_recipe(path, ["train.mixed_precision=bf16"]).loss.r1_gamma == 1.0

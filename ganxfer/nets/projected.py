@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ganxfer.nets import backbones
+from ganxfer.nets.dcgan import DCGANDiscriminator
 
 
 class RandomProjection(nn.Module):
@@ -66,8 +67,26 @@ def down_block(cin: int, cout: int, separable: bool) -> nn.Sequential:
                          nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, True), nn.AvgPool2d(2, 2))
 
 
-def head(cin: int, width: int, side: int, kind: str = "pg") -> nn.Sequential:
-    """A multi-scale head on a ``side`` x ``side`` map of ``cin`` channels.
+class MinibatchStd(nn.Module):
+    """StyleGAN's minibatch standard deviation: one more channel holding the features' spread over groups of
+    ``group`` images, so that a head can tell a varied batch from a collapsed one."""
+
+    def __init__(self, group: int) -> None:
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = math.gcd(self.group, n)
+        y = x.float().reshape(g, n // g, c, h, w)
+        y = (y.var(0, unbiased=False) + 1e-8).sqrt().mean((1, 2, 3))  # (n // g,)
+        y = y.view(1, n // g, 1, 1, 1).expand(g, -1, 1, h, w).reshape(n, 1, h, w)
+        return torch.cat([x, y.to(x.dtype)], 1)
+
+
+def head(cin: int, width: int, side: int, kind: str = "pg", mbstd: int = 0) -> nn.Sequential:
+    """A multi-scale head on a ``side`` x ``side`` map of ``cin`` channels (``mbstd`` > 0: a
+    :class:`MinibatchStd` channel with that group size before the last conv).
 
     ``pg`` / ``separable``: Projected GAN's SingleDisc: down blocks while the side exceeds 8, their widths
     ``..., 2, 4, 8 x width`` counted back from the last (PG's 64 ... 512 at ``width=64``), then an SN 4x4 conv
@@ -79,7 +98,8 @@ def head(cin: int, width: int, side: int, kind: str = "pg") -> nn.Sequential:
         while side > 8:
             layers += [sn_conv(width, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
             side //= 2
-        return nn.Sequential(*layers, sn_conv(width, 1, 1))
+        std = [MinibatchStd(mbstd)] if mbstd else []
+        return nn.Sequential(*layers, *std, sn_conv(width + bool(mbstd), 1, 1))
     downs = 0
     while side > 8:
         side, downs = side // 2, downs + 1
@@ -88,10 +108,11 @@ def head(cin: int, width: int, side: int, kind: str = "pg") -> nn.Sequential:
     for w in widths:
         layers.append(down_block(cin, w, kind == "separable"))
         cin = w
-    return nn.Sequential(*layers, sn_conv(cin, 1, min(4, side), 1, 0, bias=False))
+    std = [MinibatchStd(mbstd)] if mbstd else []
+    return nn.Sequential(*layers, *std, sn_conv(cin + bool(mbstd), 1, min(4, side), 1, 0, bias=False))
 
 
-HEADS = ("pg", "separable", "light")
+HEADS = ("light", "pg", "separable")
 
 
 class ProjectedDiscriminator(
@@ -114,7 +135,13 @@ class ProjectedDiscriminator(
         input_size: resize images to this side before the backbone (fixed-size ViTs default to theirs).
         projection: fixed random CCM/CSM projections before the heads.
         head_channels: base width of the heads and of the projections (Projected GAN's 64).
-        heads: ``pg`` (Projected GAN's heads), ``separable`` (PG's separable variant) or ``light``; see :func:`head`.
+        heads: ``light`` (the default), ``pg`` (Projected GAN's heads) or ``separable`` (PG's separable
+            variant); see :func:`head`. On a 2-core CPU at 64 px the pg heads cost 1.5x the light ones per step
+            and showed no gain at equal time (benchmarks/RESULTS.md).
+        mbstd: group size of a minibatch-standard-deviation channel before each head's last conv (0 = none).
+        pixel_ndf: when > 0, a DCGAN discriminator of this width also judges the pixels, trained from scratch
+            alongside the heads; its logit is one more entry of the output list (Vision-aided GAN's ensemble
+            of a pretrained-feature D with a plain one).
         pretrained, pretrained_file: where the backbone's initial weights come from. Neither is written to
             ``config.json``: an exported model is rebuilt with random weights and loads its own safetensors.
     """
@@ -124,7 +151,8 @@ class ProjectedDiscriminator(
     def __init__(self, backbone: str = "tf_efficientnet_lite0.in1k", resolution: int = 64, channels: int = 3,
                  mode: str = "frozen", trainable_from: int = 0, backbone_lr_mult: float = 1.0,
                  out_indices: list[int] | None = None, input_size: int | None = None, projection: bool = False,
-                 head_channels: int = 64, heads: str = "pg", pretrained: bool = False,
+                 head_channels: int = 64, heads: str = "light", mbstd: int = 0, pixel_ndf: int = 0,
+                 pretrained: bool = False,
                  pretrained_file: str | None = None) -> None:
         super().__init__()
         if channels not in (1, 3):
@@ -144,8 +172,9 @@ class ProjectedDiscriminator(
         widths = self.projection.widths if projection else widths
         side = self.input_size or resolution
         scale = 2 if projection else 1  # CSM doubles every map
-        self.heads = nn.ModuleList(head(w, head_channels, math.ceil(side / lvl["reduction"]) * scale, heads)
+        self.heads = nn.ModuleList(head(w, head_channels, math.ceil(side / lvl["reduction"]) * scale, heads, mbstd)
                                    for w, lvl in zip(widths, levels, strict=True))
+        self.pixel = DCGANDiscriminator(resolution, channels, pixel_ndf) if pixel_ndf > 0 else None
         if isinstance(self._hub_mixin_config, dict):  # config.json: the resolved levels, no weight source
             self._hub_mixin_config["out_indices"] = list(self.out_indices)
             for key in ("pretrained", "pretrained_file"):
@@ -176,4 +205,5 @@ class ProjectedDiscriminator(
         return self.projection(feats) if self.projection is not None else feats
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [h(f) for h, f in zip(self.heads, self.features(x), strict=True)]
+        logits = [h(f) for h, f in zip(self.heads, self.features(x), strict=True)]
+        return logits + [self.pixel(x).view(-1, 1, 1, 1)] if self.pixel is not None else logits
