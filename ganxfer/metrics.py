@@ -49,8 +49,9 @@ EXTRACTOR = "inception-v3-compat"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 METRICS = {"fid": ("fid",), "kid": ("kid_mean", "kid_std"), "pr": ("precision", "recall")}
 KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "diversity")
-COLLAPSE_DIVERSITY = 0.8  # Inception-feature spread of the fakes relative to the reals'
-COLLAPSE_RECALL = 0.05
+# Inception-feature spread of the fakes over the reals'. Measured (500 vs 2,000 anime faces): 0.80 and 0.81 for
+# two runs drawing one face template, 0.69 in a palette collapse, 0.94 to 1.04 for runs drawing varied faces.
+COLLAPSE_DIVERSITY = 0.85
 COLLAPSE_GRID = 0.7  # pixel spread of the fixed-z grid (16x16 thumbnails) relative to as many real images
 KID_SUBSETS = 100
 MIN_IMAGES = {"fid": 2, "kid": 4, "pr": 4}  # per side
@@ -313,8 +314,12 @@ def compute_metrics(fake: torch.Tensor, real: torch.Tensor, metrics: list[str] =
 
 
 def collapsed(scores: dict) -> bool:
-    """The collapse flag: the generated set is much less spread than the real one, or recall is near zero."""
-    return scores.get("diversity", 1.0) < COLLAPSE_DIVERSITY or scores.get("recall", 1.0) < COLLAPSE_RECALL
+    """The collapse flag: the generated set's Inception features are much less spread than the real ones'.
+
+    Recall is not part of it: early in training it is ~0 for varied but blurry samples too (measured: 0.004
+    for the 30-minute tutorial baseline, whose features spread 1.04x as much as the reals').
+    """
+    return scores.get("diversity", 1.0) < COLLAPSE_DIVERSITY
 
 
 def versions() -> dict[str, str]:
