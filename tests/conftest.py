@@ -59,3 +59,21 @@ def anime_subset(anime_dir: Path, tmp_path: Path):
         return out
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """Small tensors: one thread is faster, and immune to a busy machine's spinning OpenMP workers."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def no_hub(tmp_path, monkeypatch):
+    """An empty Hub cache and no Hub: nothing can be loaded from or downloaded to it."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -12,19 +12,8 @@ LITE0 = "tf_efficientnet_lite0.in1k"
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster, and immune to a busy machine's spinning OpenMP workers."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture
-def no_hub(tmp_path, monkeypatch):
-    """An empty Hub cache and no Hub: nothing can be loaded from or downloaded to it."""
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.mark.parametrize("name", list(backbones.KNOWN))
