@@ -160,7 +160,8 @@ def sample(source: str, num: int, out: Path, seed: int, device: str | None) -> N
 @click.option("--device", default=None, help="torch device (default: cuda if available).")
 def evaluate(source: str, data: str, num, num_real, metrics: str, batch: int, json_out: Path | None, resolution,
              kid_subset_size, seed: int, device: str | None) -> None:
-    """Score SOURCE against real images with FID, KID and precision/recall.
+    """Score SOURCE against real images with FID, KID and precision/recall, plus a diversity ratio and a
+    collapse flag (generated features spread less than 0.85x as much as the real ones).
 
     SOURCE is a generator (run folder, exported folder, bundled name or Hub id; a run's exported
     generator/ is its EMA generator) or a folder of images (real-versus-real checks). Features come from
