@@ -44,7 +44,8 @@ def run_options(fn):
     fn = click.option("--dry-run", is_flag=True, help="Print the resolved recipe and exit.")(fn)
     fn = click.option("--overwrite", is_flag=True, help="Start over in a run folder that has checkpoints.")(fn)
     fn = click.option("--resume", is_flag=True,
-                      help="Continue from the latest checkpoint; --set train.kimg=<larger> extends the budget.")(fn)
+                      help="Continue from the latest checkpoint with RUN/recipe.yaml (plus --set); "
+                           "--set train.kimg=<larger> extends the budget.")(fn)
     fn = click.option("--run-dir", type=click.Path(path_type=Path), help="Run folder (default: runs/<name>).")(fn)
     fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                       help="Override a recipe key (dotted, typed, repeatable), e.g. --set train.kimg=5.")(fn)
@@ -89,6 +90,7 @@ def train(recipe: Path, overrides, run_dir, resume, overwrite, dry_run) -> None:
     ganxfer train recipes/mnist_dcgan.yaml --set train.kimg=0.5
     ganxfer train recipes/anime_projected.yaml --set train.batch_size=32 --run-dir runs/p32
     ganxfer train recipes/anime_dcgan.yaml --resume --set train.kimg=50
+    ganxfer train recipes/anime_dcgan.yaml --set train.minutes=30 --set train.snapshot_every_minutes=10
     accelerate launch -m ganxfer train recipes/anime_projected.yaml
     """
     _run(recipe, overrides, run_dir, resume, overwrite, dry_run, need_init=False)
