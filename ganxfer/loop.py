@@ -27,7 +27,7 @@ from ganxfer.data import BatchPlan, load_data, to_float
 from ganxfer.ema import recalibrated, update_ema
 from ganxfer.errors import GanxferError
 from ganxfer.losses import d_loss, g_loss, r1_penalty
-from ganxfer.metrics import COLLAPSE_GRID, spread
+from ganxfer.metrics import COLLAPSE_GRID, spread, thumbnails
 from ganxfer.nets import build_discriminator, build_generator, export_model
 from ganxfer.recipe import Recipe, flat
 
@@ -85,13 +85,6 @@ def save_grid(generator: torch.nn.Module, z: torch.Tensor, path: Path) -> torch.
     save_image(images, str(path), nrow=int(math.ceil(math.sqrt(len(images)))), normalize=True,
                value_range=(-1, 1), padding=1)
     return images
-
-
-def thumbnails(images: torch.Tensor) -> torch.Tensor:
-    """16x16 RGB versions, where the spread of a set says how varied it is at the level of layout and colour."""
-    images = images.float()
-    images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-    return torch.nn.functional.adaptive_avg_pool2d(images, 16)
 
 
 def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
@@ -173,7 +166,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
     window = {"loss_d": 0.0, "loss_g": 0.0, "r1": 0.0, "n": 0}
     t_log, seen_log, t_start, wall0 = time.time(), counters["images_seen"], time.time(), counters["wall_s"]
     # the fixed-z grid's spread against as many real images: near 0 when every sample is the same face
-    real_spread = spread(thumbnails(to_float(data.batch(torch.arange(min(len(data), tr.num_samples))))))
+    real_spread = spread(thumbnails(to_float(data.batch(torch.arange(min(len(data), tr.num_samples)))))) \
+        if acc.is_main_process else 1.0  # grids are drawn by the main process only
 
     def grid(generator: torch.nn.Module, at: int) -> None:
         images = save_grid(generator, fixed_z, run_dir / "samples" / f"{at:09d}.png")

@@ -273,6 +273,11 @@ def spread(x: torch.Tensor, max_items: int = 1000) -> float:
     return float(torch.cdist(x, x).sum() / max(1, n * (n - 1)))
 
 
+def thumbnails(images: torch.Tensor) -> torch.Tensor:
+    """16x16 RGB versions, where the spread of a set says how varied it is at the level of layout and colour."""
+    return torch.nn.functional.adaptive_avg_pool2d(_rgb(images.float()), 16)
+
+
 def diversity(fake: torch.Tensor, real: torch.Tensor) -> float:
     """How spread the generated set is relative to the real one (features or images): ~1 for a healthy
     generator, near 0 when every sample is the same (mode collapse)."""
