@@ -104,11 +104,6 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
     set_seed(recipe.seed)
 
     # --- build -------------------------------------------------------------------------------------
-    for part in (recipe.generator, recipe.discriminator):
-        if part.freeze_blocks and not part.init:
-            name = "generator" if part is recipe.generator else "discriminator"
-            raise RunError(f"{name}.freeze_blocks={part.freeze_blocks} freezes warm-started blocks; "
-                           f"set {name}.init too, or drop freeze_blocks")
     data = load_data(recipe.data)
     plan = BatchPlan(len(data), recipe.seed)
     G = build_generator(recipe)

@@ -41,21 +41,18 @@ from torch import nn
 
 from ganxfer.data import list_images, load_data, mnist_root, to_uint8
 from ganxfer.errors import GanxferError
-from ganxfer.recipe import DataConfig
+from ganxfer.recipe import METRICS, MIN_IMAGES, DataConfig
 
 log = logging.getLogger(__name__)
 
 EXTRACTOR = "inception-v3-compat"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
-METRICS = {"fid": ("fid",), "kid": ("kid_mean", "kid_std"), "pr": ("precision", "recall")}
 KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "diversity")
 # Inception-feature spread of the fakes over the reals'. Measured (500 vs 2,000 anime faces): 0.80 and 0.81 for
 # two runs drawing one face template, 0.69 in a palette collapse, 0.94 to 1.04 for runs drawing varied faces.
 COLLAPSE_DIVERSITY = 0.85
 COLLAPSE_GRID = 0.7  # pixel spread of the fixed-z grid (16x16 thumbnails) relative to as many real images
 KID_SUBSETS = 100
-MIN_IMAGES = {"fid": 2, "kid": 4, "pr": 4}  # per side
-LOWER_IS_BETTER = ("fid", "kid_mean")
 CACHE_FORMAT = 1  # bump when cached features change meaning
 GEN_CHUNK = 500  # generated images per .sample() call: the images depend on the seed only, not on --batch
 INSTALL = "pip install torch-fidelity==0.4.0"  # a core dependency: only a broken install lacks it
@@ -450,15 +447,8 @@ class TrainingEvaluator:
         from accelerate import PartialState
 
         ev = recipe.eval
-        self.metrics = parse_metrics(ev.metrics)
-        produced = [k for m in self.metrics for k in METRICS[m]]
-        if ev.best_metric not in produced or ev.best_metric not in LOWER_IS_BETTER:
-            raise MetricsError(f"eval.best_metric={ev.best_metric!r} must be one of "
-                               f"{', '.join(k for k in produced if k in LOWER_IS_BETTER) or 'fid, kid_mean'} "
-                               f"(lower is better) given eval.metrics={','.join(self.metrics)}")
+        self.metrics = parse_metrics(ev.metrics)  # eval.best_metric and eval.num: checked by recipe.check
         need = max(MIN_IMAGES[m] for m in self.metrics)
-        if ev.num < need:
-            raise MetricsError(f"eval.num={ev.num} is too few for {','.join(self.metrics)}; use at least {need}")
         self.num, self.batch, self.seed = ev.num, ev.batch, recipe.seed
         self.is_main = PartialState().is_main_process
         self.extractor, self.real = None, None

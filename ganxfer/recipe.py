@@ -2,9 +2,11 @@
 
 A recipe is a YAML file with the sections below. Every key has a default, a type and, where it matters,
 a range or a set of choices; anything else is refused with a message that names the key and the closest
-valid one. ``${VAR}``, ``${VAR:-default}`` and ``${VAR:+alternative}`` are expanded in string values, as
-in bash; together they choose between two paths, for example
-``${GANXFER_DATA:-hub:huggan/anime-faces}${GANXFER_DATA:+/anime-faces-64}`` is
+valid one. Numbers follow YAML 1.2 (``1e-4`` is a float). ``${VAR}``, ``${VAR:-default}`` and
+``${VAR:+alternative}`` are expanded in string values, as in bash, for ``GANXFER_*`` variables and
+:data:`ENV_ALLOWED` only: the expanded recipe is written to ``RUN/recipe.yaml`` and pushed to the Hub, so a
+secret such as ``${HF_TOKEN}`` is refused rather than expanded. Together they choose between two paths, for
+example ``${GANXFER_DATA:-hub:huggan/anime-faces}${GANXFER_DATA:+/anime-faces-64}`` is
 ``$GANXFER_DATA/anime-faces-64`` when GANXFER_DATA is set and the Hub dataset otherwise.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -27,6 +30,39 @@ from ganxfer.errors import GanxferError
 
 class RecipeError(GanxferError, ValueError):
     """A recipe problem, phrased as one line for the user."""
+
+
+# Environment variables a recipe may expand besides GANXFER_*: locations, never credentials.
+ENV_ALLOWED = ("HOME", "USER", "TMPDIR", "XDG_CACHE_HOME", "XDG_DATA_HOME")
+# Evaluation metrics -> the keys each produces; the lower-is-better keys can pick RUN/generator-best.
+METRICS = {"fid": ("fid",), "kid": ("kid_mean", "kid_std"), "pr": ("precision", "recall")}
+MIN_IMAGES = {"fid": 2, "kid": 4, "pr": 4}  # per side
+LOWER_IS_BETTER = ("fid", "kid_mean")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-4`` as a float as YAML 1.2 does (YAML 1.1 makes it a string)."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_SCIENTIFIC = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _SCIENTIFIC, list("-+0123456789."))
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text -> Python values, with syntax errors and refused tags as one-line :class:`RecipeError`s."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        tag = re.search(r"constructor for the tag '([^']+)'", str(getattr(e, "problem", "")))
+        if tag:
+            shown = tag.group(1).replace("tag:yaml.org,2002:", "!!")
+            raise RecipeError(f"{source}: the YAML tag {shown}{at} is refused; a recipe holds plain values only "
+                              "(remove the tag)") from None
+        raise RecipeError(f"{source}: invalid YAML{at}; fix the syntax") from None
 
 
 def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None, **kw: Any) -> Any:
@@ -165,11 +201,16 @@ def expand_env(value: str, where: str = "") -> str:
     """Expand ``${VAR}``, ``${VAR:-default}`` and ``${VAR:+alternative}`` as bash does (empty counts as unset).
 
     ``${VAR:-word}`` is VAR, or ``word`` when VAR is unset; ``${VAR:+word}`` is ``word`` when VAR is set, else
-    nothing. A bare ``${VAR}`` that is unset is an error.
+    nothing. A bare ``${VAR}`` that is unset is an error, and so is any VAR but ``GANXFER_*`` and
+    :data:`ENV_ALLOWED`, since expanded values are written to RUN/recipe.yaml and pushed.
     """
 
     def sub(m: re.Match) -> str:
         name, op, word = m.groups()
+        if not name.startswith("GANXFER_") and name not in ENV_ALLOWED:
+            raise RecipeError(f"{where}: ${{{name}}} is not expanded: recipes read only GANXFER_* and "
+                              f"{', '.join(ENV_ALLOWED)}, since the expanded recipe is saved in RUN/recipe.yaml "
+                              f"and pushed; pass the value with --set {where}=..., or name it GANXFER_{name}")
         val = os.environ.get(name)
         if op == "+":
             return word if val else ""
@@ -196,6 +237,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], where)
     if origin is Literal:
+        if isinstance(value, bool) and ("yes" if value else "no") in args:  # YAML 1.1 reads `no` as false
+            value = "yes" if value else "no"
         if value not in args:
             close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -240,6 +283,8 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, source: str) -> Any:
             raise RecipeError(f"{source}: {e}") from None
         lo, hi = fields[key].metadata.get("lo"), fields[key].metadata.get("hi")
         for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise RecipeError(f"{source}: {where}={v!r} is not a finite number")
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 if (lo is not None and v < lo) or (hi is not None and v > hi):
                     rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
@@ -254,7 +299,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise RecipeError(f"--set {text!r}: expected KEY=VALUE, for example --set train.kimg=5")
     key, value = text.split("=", 1)
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = yaml.load(value, Loader=_Loader) if value.strip() else None
     except yaml.YAMLError:
         parsed = value
     return key.strip().split("."), parsed
@@ -285,17 +330,22 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
         if not path.is_file():
             raise RecipeError(f"recipe {path} not found; pass a YAML file such as recipes/mnist_dcgan.yaml")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f" at line {mark.line + 1}" if mark else ""
-            raise RecipeError(f"{path}: invalid YAML{at}; fix the syntax") from None
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RecipeError(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+        raw = parse_yaml(text, source)
+        if raw is None or raw == {}:
+            raise RecipeError(f"{path} is empty; a recipe sets at least name and data.path (see recipes/)")
     raw = apply_overrides(raw, list(overrides))
     return check(_build(Recipe, raw, "", source), source)
 
 
 def check(recipe: Recipe, source: str = "recipe") -> Recipe:
     """Rules that tie keys together, checked when the recipe loads so that ``--dry-run`` catches them."""
+    for rule in (_check_name, _check_data, _check_models, _check_optim, _check_eval):
+        problem = rule(recipe)
+        if problem:
+            raise RecipeError(f"{source}: {problem}")
     if recipe.loss.r1_gamma > 0 and recipe.train.mixed_precision == "fp16":
         raise RecipeError(f"{source}: loss.r1_gamma with train.mixed_precision=fp16 would take R1's gradient "
                           "without loss scaling; use train.mixed_precision=bf16, or loss.r1_gamma=0")
@@ -307,6 +357,67 @@ def check(recipe: Recipe, source: str = "recipe") -> Recipe:
             if name not in known:
                 raise RecipeError(f"{source}: train.log_with: unknown tracker {name!r}; use any of {', '.join(known)}")
     return recipe
+
+
+def _check_name(r: Recipe) -> str | None:
+    if not NAME.fullmatch(r.name):
+        return (f"name {r.name!r} must be a plain name (letters, digits, '.', '_', '-'; no '/'): it names "
+                "runs/<name>; choose another folder with --run-dir")
+    return None
+
+
+def _check_data(r: Recipe) -> str | None:
+    from ganxfer.augment import POLICIES
+
+    if r.data.channels not in (1, 3):
+        return f"data.channels={r.data.channels}: use 1 (grayscale) or 3 (RGB)"
+    for name in (p.strip() for p in r.augment.policy.split(",")):
+        if name and name not in POLICIES:
+            close = difflib.get_close_matches(name, list(POLICIES), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            return f"augment.policy: unknown '{name}'{hint}; use a comma list of {', '.join(POLICIES)}"
+    return None
+
+
+def _check_models(r: Recipe) -> str | None:
+    from ganxfer.nets import DISCRIMINATORS, GENERATORS  # the registry (it imports this module's checks)
+
+    for role, part, registry in (("generator", r.generator, GENERATORS),
+                                 ("discriminator", r.discriminator, DISCRIMINATORS)):
+        if part.kind not in registry:
+            return f"{role}.kind={part.kind!r} is unknown; use one of {', '.join(sorted(registry))}"
+        sides = getattr(registry[part.kind], "resolutions", None)
+        if sides and r.data.resolution not in sides:
+            return (f"data.resolution={r.data.resolution}: a {part.kind} {role} makes "
+                    f"{', '.join(map(str, sides))} pixels; use one of those")
+        if part.freeze_blocks and not part.init:
+            return (f"{role}.freeze_blocks={part.freeze_blocks} freezes warm-started blocks; set {role}.init too, "
+                    "or drop freeze_blocks")
+    return None
+
+
+def _check_optim(r: Recipe) -> str | None:
+    betas = r.optim.betas
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        return f"optim.betas={betas}: Adam takes two betas, each in [0, 1), e.g. [0.5, 0.999]"
+    return None
+
+
+def _check_eval(r: Recipe) -> str | None:
+    ev = r.eval
+    unknown = [m for m in ev.metrics if m not in METRICS]
+    if unknown or not ev.metrics:
+        return f"eval.metrics: unknown metric {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}"
+    if ev.every_kimg <= 0:
+        return None
+    produced = [k for m in ev.metrics for k in METRICS[m] if k in LOWER_IS_BETTER] or list(LOWER_IS_BETTER)
+    if ev.best_metric not in produced:
+        return (f"eval.best_metric={ev.best_metric!r} must be one of {', '.join(produced)} "
+                f"(lower is better) given eval.metrics={','.join(ev.metrics)}")
+    need = max(MIN_IMAGES[m] for m in ev.metrics)
+    if ev.num < need:
+        return f"eval.num={ev.num} is too few for {','.join(ev.metrics)}; use at least {need}"
+    return None
 
 
 def flat(recipe: Recipe) -> dict[str, Any]:

@@ -58,14 +58,14 @@ def test_bad_values_fail_with_one_line(tmp_path, override, message):
 
 
 def test_env_expansion(tmp_path, monkeypatch):
-    monkeypatch.setenv("MY_DATA", "/somewhere")
-    monkeypatch.delenv("NOT_SET", raising=False)
-    r = load_recipe(write(tmp_path, "data: {path: '${MY_DATA}/faces'}\n"))
+    monkeypatch.setenv("GANXFER_MY_DATA", "/somewhere")
+    monkeypatch.delenv("GANXFER_NOT_SET", raising=False)
+    r = load_recipe(write(tmp_path, "data: {path: '${GANXFER_MY_DATA}/faces'}\n"))
     assert r.data.path == "/somewhere/faces"
-    r = load_recipe(write(tmp_path, "data: {path: '${NOT_SET:-mnist}'}\n"))
+    r = load_recipe(write(tmp_path, "data: {path: '${GANXFER_NOT_SET:-mnist}'}\n"))
     assert r.data.path == "mnist"
-    with pytest.raises(RecipeError, match="environment variable NOT_SET is not set"):
-        load_recipe(write(tmp_path, "data: {path: '${NOT_SET}/faces'}\n"))
+    with pytest.raises(RecipeError, match="environment variable GANXFER_NOT_SET is not set"):
+        load_recipe(write(tmp_path, "data: {path: '${GANXFER_NOT_SET}/faces'}\n"))
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
@@ -91,3 +91,20 @@ def test_r1_under_fp16_is_refused_at_load(tmp_path):
     with pytest.raises(RecipeError, match="train.mixed_precision=bf16"):
         load_recipe(path, ["train.mixed_precision=fp16"])
     assert load_recipe(path, ["train.mixed_precision=bf16"]).loss.r1_gamma == 1.0
+
+
+def test_scientific_notation_and_listed_values_are_accepted(tmp_path):
+    path = write(tmp_path, "name: x\noptim: {d_lr: 2e-4}\n")
+    r = load_recipe(path, ["optim.g_lr=1e-4", "train.mixed_precision=no", "train.kimg=1.5E+1"])
+    assert (r.optim.g_lr, r.optim.d_lr, r.train.mixed_precision, r.train.kimg) == (1e-4, 2e-4, "no", 15.0)
+    assert load_recipe(write(tmp_path, r.to_yaml())) == r
+
+
+def test_only_ganxfer_and_allowed_variables_expand(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setenv("HOME", "/home/someone")
+    assert load_recipe(write(tmp_path, "data: {path: '${HOME}/faces'}\n")).data.path == "/home/someone/faces"
+    for text in ("data: {path: '${HF_TOKEN}'}\n", "generator: {init: 'x${HF_TOKEN:+y}'}\n"):
+        with pytest.raises(RecipeError, match=r"\$\{HF_TOKEN\} is not expanded") as err:
+            load_recipe(write(tmp_path, text))
+        assert "hf_secret" not in str(err.value)

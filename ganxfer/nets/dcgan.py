@@ -62,6 +62,7 @@ class DCGANGenerator(
     """
 
     kind = "dcgan"
+    resolutions = RESOLUTIONS  # recipe.check refuses any other data.resolution
     channel_tensors = {"to_rgb.weight": (1, "output")}  # what transfer may adapt between 1 and 3 channels
 
     def __init__(self, resolution: int = 64, channels: int = 3, ngf: int = 64, latent_dim: int = 100,
@@ -136,6 +137,7 @@ class DCGANDiscriminator(
     """
 
     kind = "dcgan"
+    resolutions = RESOLUTIONS
     channel_tensors = {"blocks.0.0.weight": (1, "input")}
 
     def __init__(self, resolution: int = 64, channels: int = 3, ndf: int = 64) -> None:
