@@ -191,12 +191,34 @@ def model_card(repo_id: str, config: dict, info: RunInfo, files: list[str], lice
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
 
 
-def _grid(run: Path | None, generator: Path, info: RunInfo, out: Path) -> None:
+def _inside(path: Path, root: Path) -> Path:
+    """``path`` resolved, when it is a regular file inside ``root``; a link out of ``root`` is refused."""
+    real = path.resolve()
+    if not real.is_relative_to(root) or not real.is_file():
+        raise PushError(f"{path} is a link to {real}, outside {root}; push uploads only regular files from inside "
+                        "the run folder: replace the link with a copy of the file")
+    return real
+
+
+def _copy(path: Path, out: Path, root: Path) -> None:
+    shutil.copyfile(_inside(path, root), out)
+
+
+def _root(source: str, generator: Path, run: Path | None) -> Path:
+    """The folder whose files a push may read: the run or exported folder, a bundled model, or the Hub cache
+    repo of a Hub id (its snapshot links into the repo's blobs)."""
+    path = Path(source).expanduser()
+    if path.exists():
+        return (run or path).resolve()
+    return (BUNDLED / source).resolve() if (BUNDLED / source).is_dir() else generator.resolve().parents[1]
+
+
+def _grid(run: Path | None, generator: Path, info: RunInfo, out: Path, root: Path) -> None:
     """The run's latest sample grid, else one rendered from the generator with seed 0."""
     grids = sorted(run.glob("samples/*.png")) if run is not None else []
     existing = grids[-1] if grids else (run / SAMPLES if run is not None and (run / SAMPLES).is_file() else None)
     if existing is not None:
-        shutil.copyfile(existing, out)
+        _copy(existing, out, root)
         return
     from torchvision.utils import save_image
 
@@ -205,10 +227,10 @@ def _grid(run: Path | None, generator: Path, info: RunInfo, out: Path) -> None:
     save_image(images, str(out), nrow=math.ceil(math.sqrt(n)), normalize=True, value_range=(-1, 1), padding=1)
 
 
-def _copy_model(folder: Path, out: Path) -> None:
+def _copy_model(folder: Path, out: Path, root: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.safetensors"):
-        shutil.copyfile(folder / name, out / name)  # follows the Hub cache's symlinks
+        _copy(folder / name, out / name, root)  # follows the Hub cache's links into its blobs
 
 
 def build_upload(source: str, repo_id: str, out: Path, with_discriminator: bool = False,
@@ -223,13 +245,17 @@ def build_upload(source: str, repo_id: str, out: Path, with_discriminator: bool 
         except SourceError as e:
             raise PushError(f"--with-discriminator: {e}") from None
     run = find_run(source, generator)
+    root = _root(source, generator, run)
+    for name in ("recipe.yaml", "metrics.jsonl", "transfer.json"):  # what the card reads
+        if run is not None and (run / name).exists():
+            _inside(run / name, root)
     info = run_info(run, hardware)
-    _copy_model(generator, out)
+    _copy_model(generator, out, root)
     if discriminator is not None:
-        _copy_model(discriminator, out / "discriminator")
+        _copy_model(discriminator, out / "discriminator", root)
     if run is not None and (run / "recipe.yaml").is_file():
-        shutil.copyfile(run / "recipe.yaml", out / "recipe.yaml")
-    _grid(run, generator, info, out / SAMPLES)
+        _copy(run / "recipe.yaml", out / "recipe.yaml", root)
+    _grid(run, generator, info, out / SAMPLES, root)
     files = sorted([p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()] + ["README.md"])
     model_card(repo_id, read_config(generator), info, files, license).save(out / "README.md")
     return files

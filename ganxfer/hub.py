@@ -23,10 +23,12 @@ from huggingface_hub import errors as hf_errors
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
+    HFValidationError,
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.utils import validate_repo_id
 from torch import nn
 
 from ganxfer import __version__
@@ -38,6 +40,7 @@ BUNDLED = Path(__file__).parent / "pretrained"
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_REVISION = re.compile(r"[\w-][\w.-]*(?:/[\w-][\w.-]*)*")  # a branch, tag, refs/pr/N or commit; no '..'
 NETWORK_ERRORS = (OSError, getattr(hf_errors, "HTTPError", OSError))  # HTTP and transport failures
 
 
@@ -79,9 +82,19 @@ def ganxfer_cache() -> Path:
 
 
 def parse_hub_id(text: str) -> tuple[str, str | None] | None:
-    """``owner/name[@revision]`` -> (repo id, revision or None); None when ``text`` is not a Hub id."""
+    """``owner/name[@revision]`` -> (repo id, revision or None); None when ``text`` is not a valid Hub id.
+
+    Checked before any file is touched: the repo id by huggingface_hub's own rules (no ``..``, ``--``,
+    leading or trailing dots), the revision as a plain ref name (no ``..``, no absolute path).
+    """
     repo, at, revision = text.partition("@")
     if not _REPO_ID.fullmatch(repo) or (at and not revision):
+        return None
+    if at and (not _REVISION.fullmatch(revision) or ".." in revision or len(revision) > 255):
+        return None
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
         return None
     return repo, revision or None
 

@@ -208,9 +208,9 @@ def expand_env(value: str, where: str = "") -> str:
     def sub(m: re.Match) -> str:
         name, op, word = m.groups()
         if not name.startswith("GANXFER_") and name not in ENV_ALLOWED:
-            raise RecipeError(f"{where}: ${{{name}}} is not expanded: recipes read only GANXFER_* and "
+            raise RecipeError(f"{where or 'recipe'}: ${{{name}}} is not expanded: recipes read only GANXFER_* and "
                               f"{', '.join(ENV_ALLOWED)}, since the expanded recipe is saved in RUN/recipe.yaml "
-                              f"and pushed; pass the value with --set {where}=..., or name it GANXFER_{name}")
+                              f"and pushed; pass the value with --set, or name the variable GANXFER_{name}")
         val = os.environ.get(name)
         if op == "+":
             return word if val else ""
@@ -227,7 +227,7 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+def _coerce(value: Any, tp: Any, where: str, expand: bool = True) -> Any:
     """Check ``value`` against the type hint ``tp``; convert int to float where a float is expected."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -235,7 +235,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
+        return _coerce(value, inner[0], where, expand)
     if origin is Literal:
         if isinstance(value, bool) and ("yes" if value else "no") in args:  # YAML 1.1 reads `no` as false
             value = "yes" if value else "no"
@@ -247,19 +247,19 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is list:
         if not isinstance(value, list):
             raise RecipeError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(v, args[0], f"{where}[{i}]", expand) for i, v in enumerate(value)]
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is bool and not isinstance(value, bool) or tp is not bool and isinstance(value, bool):
         raise RecipeError(f"{where}: expected {tp.__name__}, got {value!r}")
     if not isinstance(value, tp):
         raise RecipeError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
-    if isinstance(value, str):
+    if isinstance(value, str) and expand:
         value = expand_env(value, where)
     return value
 
 
-def _build(cls: type, raw: dict[str, Any], prefix: str, source: str) -> Any:
+def _build(cls: type, raw: dict[str, Any], prefix: str, source: str, expand: bool = True) -> Any:
     if not isinstance(raw, dict):
         section = prefix.rstrip('.') or 'recipe'
         raise RecipeError(f"{source}: '{section}' must be a mapping, got {raw!r}")
@@ -275,10 +275,10 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, source: str) -> Any:
             raise RecipeError(f"{source}: unknown key '{where}'{hint}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value or {}, f"{where}.", source)
+            kwargs[key] = _build(tp, value or {}, f"{where}.", source, expand)
             continue
         try:
-            value = _coerce(value, tp, where)
+            value = _coerce(value, tp, where, expand)
         except RecipeError as e:
             raise RecipeError(f"{source}: {e}") from None
         lo, hi = fields[key].metadata.get("lo"), fields[key].metadata.get("hi")
@@ -291,6 +291,16 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, source: str) -> Any:
                     raise RecipeError(f"{source}: {where}={v!r} is out of range; expected {rng}")
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def check_model_values(values: dict[str, Any], source: str) -> None:
+    """Check a model ``config.json``'s arguments that recipe keys share (``resolution``, ``ngf``, ...) with
+    the recipe's types and ranges; the others are the model's to check."""
+    for cls in (DataConfig, GeneratorConfig, DiscriminatorConfig):
+        names = {f.name for f in dataclasses.fields(cls)}
+        _build(cls, {k: v for k, v in values.items() if k in names}, "", source, expand=False)
+    if values.get("channels", 3) not in (1, 3):
+        raise RecipeError(f"{source}: channels={values['channels']}: use 1 (grayscale) or 3 (RGB)")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

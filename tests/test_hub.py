@@ -360,7 +360,7 @@ def test_anime_recipe_path_uses_ganxfer_data_else_the_hub(monkeypatch):
     assert load_recipe("recipes/anime_dcgan.yaml").data.path == "hub:huggan/anime-faces"
     monkeypatch.setenv("GANXFER_DATA", "")  # empty counts as unset, as with bash's colon forms
     assert expand_env("${GANXFER_DATA:-hub:a/b}${GANXFER_DATA:+/sub}") == "hub:a/b"
-    assert expand_env("${GANXFER_DATA:+x}") == "" and expand_env("${NOPE_UNSET_VAR:+x}y") == "y"
+    assert expand_env("${GANXFER_DATA:+x}") == "" and expand_env("${GANXFER_NOPE_UNSET_VAR:+x}y") == "y"
 
 
 def test_pixels_from_a_cached_image_repo_match_the_files(cache, tmp_path):

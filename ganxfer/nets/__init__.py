@@ -1,7 +1,9 @@
 """Model registry, factories and the exported-folder format (``config.json`` + ``model.safetensors``).
 
 ``config.json`` holds the constructor keyword arguments plus ``ganxfer: {role, kind, version}``, so
-:func:`load_model` rebuilds the exact network and loads its weights strictly. Nothing is unpickled.
+:func:`load_model` rebuilds the exact network and loads its weights strictly. Nothing is unpickled. A config
+is checked with the recipe's types and ranges, and its parameter count (taken on the meta device, before
+anything is allocated) is capped at :data:`MAX_PARAMETERS`; weights must be finite floats of the right shapes.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import safetensors
 import safetensors.torch
+import torch
 from torch import nn
 
 from ganxfer.errors import GanxferError
 from ganxfer.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from ganxfer.nets.projected import ProjectedDiscriminator
+from ganxfer.recipe import RecipeError, check_model_values
 
 GENERATORS: dict[str, type[nn.Module]] = {"dcgan": DCGANGenerator}
 DISCRIMINATORS: dict[str, type[nn.Module]] = {"dcgan": DCGANDiscriminator, "projected": ProjectedDiscriminator}
@@ -37,6 +42,10 @@ DISCRIMINATOR_KWARGS: dict[str, Callable] = {
     "dcgan": lambda r: dict(resolution=r.data.resolution, channels=r.data.channels, ndf=r.discriminator.ndf),
     "projected": _projected_kwargs,
 }
+
+
+MAX_PARAMETERS = 1_000_000_000  # 4 GB of float32 weights; DCGAN at 128px with ngf 256 has ~200M
+EXTRA_RANGES = {"grow": (0, 3), "pixel_ndf": (0, 1024)}  # config keys that no recipe key shares
 
 
 class ModelFormatError(GanxferError, ValueError):
@@ -86,16 +95,25 @@ def export_model(model: nn.Module, folder: str | Path, role: str) -> Path:
 
 
 def read_config(folder: str | Path) -> dict:
+    """The ``config.json`` of an exported folder: a JSON object with a ``ganxfer: {role, kind}`` block."""
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise ModelFormatError(f"{folder} has no config.json; expected an exported ganxfer model folder")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelFormatError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+        config = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFormatError(f"{path} is not valid JSON ({getattr(e, 'msg', e)})") from None
+    if not isinstance(config, dict):
+        raise ModelFormatError(f"{path} holds a JSON {type(config).__name__}; expected an object of constructor "
+                               "arguments")
+    meta = config.get("ganxfer")
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k), str) for k in ("role", "kind")):
+        raise ModelFormatError(f"{path} has no 'ganxfer' block with role and kind, so it was not exported by "
+                               "ganxfer; export the model with ganxfer.nets.export_model")
+    return config
 
 
-def build_from_config(config: dict, role: str | None = None) -> nn.Module:
+def build_from_config(config: dict, role: str | None = None, where: str = "config.json") -> nn.Module:
     """An untrained network with the architecture described by an exported ``config.json``."""
     meta = config.get("ganxfer", {})
     role = role or meta.get("role", "generator")
@@ -105,20 +123,52 @@ def build_from_config(config: dict, role: str | None = None) -> nn.Module:
         raise ModelFormatError(f"{role} kind '{kind}' is unknown to this ganxfer; known: {sorted(registry)}")
     kwargs = {k: v for k, v in config.items() if k != "ganxfer"}
     try:
-        return registry[kind](**kwargs)
-    except TypeError as e:
-        raise ModelFormatError(f"config.json does not describe a {kind} {role}: {e}") from None
+        check_model_values(kwargs, where)
+    except RecipeError as e:
+        raise ModelFormatError(str(e)) from None
+    for key, (lo, hi) in EXTRA_RANGES.items():
+        value = kwargs.get(key, lo)
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise ModelFormatError(f"{where}: {key}={value!r} is out of range; expected an int in [{lo}, {hi}]")
+    with torch.device("meta"):  # the size first, with nothing allocated
+        count = sum(p.numel() for p in _construct(registry[kind], kwargs, kind, role, where).parameters())
+    if count > MAX_PARAMETERS:
+        raise ModelFormatError(f"{where} describes a {kind} {role} of {count:,} parameters, over ganxfer's cap of "
+                               f"{MAX_PARAMETERS:,}; check its sizes (ngf, ndf, latent_dim, resolution)")
+    return _construct(registry[kind], kwargs, kind, role, where)
+
+
+def _construct(cls: type[nn.Module], kwargs: dict, kind: str, role: str, where: str) -> nn.Module:
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ModelFormatError(f"{where} does not describe a {kind} {role}: {e}") from None
 
 
 def load_model(folder: str | Path, role: str | None = None) -> nn.Module:
-    """Rebuild and strictly load an exported model folder (safetensors only)."""
+    """Rebuild and strictly load an exported model folder (safetensors only; finite float weights)."""
     folder = Path(folder)
-    model = build_from_config(read_config(folder), role)
+    model = build_from_config(read_config(folder), role, str(folder / "config.json"))
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise ModelFormatError(f"{folder} has no model.safetensors; ganxfer loads safetensors weights only")
-    missing, unexpected = safetensors.torch.load_model(model, str(weights), strict=False)
+    try:
+        state = safetensors.torch.load_file(str(weights))
+    except (safetensors.SafetensorError, OSError) as e:
+        raise ModelFormatError(f"{weights} is not a readable safetensors file ({e}); export or download it "
+                               "again") from None
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise ModelFormatError(f"{weights} does not match its config.json: missing {sorted(missing)[:5]}, "
-                               f"unexpected {sorted(unexpected)[:5]}")
+        raise ModelFormatError(f"{weights} does not match its config.json: missing {missing[:5]}, "
+                               f"unexpected {unexpected[:5]}")
+    for key, tensor in state.items():
+        want = expected[key]
+        if tensor.shape != want.shape or tensor.dtype.is_floating_point != want.dtype.is_floating_point:
+            raise ModelFormatError(f"{weights}: {key} is {tensor.dtype} {tuple(tensor.shape)}, but its config.json "
+                                   f"makes {want.dtype} {tuple(want.shape)}; export the model again")
+        if tensor.dtype.is_floating_point and not torch.isfinite(tensor).all():
+            raise ModelFormatError(f"{weights}: {key} holds NaN or infinite values (the training diverged); use an "
+                                   "earlier checkpoint, snapshot or generator-best")
+    model.load_state_dict(state, strict=True)
     return model.eval()
