@@ -9,17 +9,24 @@ from pathlib import Path
 import click
 
 from ganxfer import __version__
-from ganxfer.errors import GanxferError
+from ganxfer.errors import GanxferError, OptionError
+
+MAX_GRID = 1024  # images in one --out .png grid; a folder takes any number
 
 
 class Group(click.Group):
-    """Turns every :class:`GanxferError` into ``error: <one line>`` on stderr and exit code 2."""
+    """Turns every :class:`GanxferError` and click usage error into ``error: <one line>`` on stderr and exit
+    code 2."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except GanxferError as e:
             click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            click.echo(f"error: {e.format_message()} (see '{where} --help')", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; the last checkpoint is intact: continue with --resume", err=True)
@@ -75,10 +82,21 @@ def _run(recipe_path: Path, overrides: tuple[str, ...], run_dir: Path | None, re
     if dry_run:
         click.echo(recipe.to_yaml(), nl=False)
         return
+    check_precision(recipe.train.mixed_precision)
     from ganxfer.loop import train
 
     out = train(recipe, run_dir, resume=resume, overwrite=overwrite)
     click.echo(f"exported generator: {out}")
+
+
+def check_precision(precision: str) -> None:
+    """fp16 needs an accelerator: Accelerate would silently run fp32 on a CPU while RUN/recipe.yaml says fp16."""
+    import torch
+
+    if precision == "fp16" and not (torch.cuda.is_available() or torch.backends.mps.is_available()
+                                    or (hasattr(torch, "xpu") and torch.xpu.is_available())):
+        raise OptionError("train.mixed_precision=fp16 needs a GPU, and none is visible; on a CPU use "
+                          "train.mixed_precision=bf16 (native) or no")
 
 
 @main.command()
@@ -111,9 +129,10 @@ def finetune(recipe: Path, overrides, run_dir, resume, overwrite, dry_run) -> No
 
 @main.command()
 @click.argument("source")
-@click.option("--num", "-n", default=64, show_default=True, help="Number of images.")
+@click.option("--num", "-n", type=click.IntRange(min=1), default=64, show_default=True, help="Number of images.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
-              help="A .png path writes one grid; any other path writes a folder of PNG files.")
+              help=f"A .png path writes one grid (at most {MAX_GRID} images); any other path writes a folder of "
+                   "PNG files, generated and written in batches.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the latent vectors.")
 @click.option("--device", default=None, help="torch device (default: cuda if available).")
 def sample(source: str, num: int, out: Path, seed: int, device: str | None) -> None:
@@ -128,17 +147,22 @@ def sample(source: str, num: int, out: Path, seed: int, device: str | None) -> N
 
     from ganxfer.hub import load_generator
 
-    if num < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--num")
+    grid = out.suffix.lower() == ".png"
+    if grid and num > MAX_GRID:
+        raise OptionError(f"--num {num}: a .png grid holds at most {MAX_GRID} images; pass a folder as --out")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    images = load_generator(source).to(device).sample(num, seed=seed)
-    if out.suffix.lower() == ".png":
+    generator = load_generator(source).to(device)
+    if grid:
+        images = generator.sample(num, seed=seed)
         out.parent.mkdir(parents=True, exist_ok=True)
         save_image(images, str(out), nrow=max(1, round(num**0.5)), normalize=True, value_range=(-1, 1), padding=1)
     else:
         out.mkdir(parents=True, exist_ok=True)
-        for i, img in enumerate(images):
-            save_image(img, str(out / f"{i:06d}.png"), normalize=True, value_range=(-1, 1))
+        i = 0
+        for images in generator.iter_samples(num, seed=seed):
+            for img in images:
+                save_image(img, str(out / f"{i:06d}.png"), normalize=True, value_range=(-1, 1))
+                i += 1
     click.echo(f"wrote {num} image(s) to {out}")
 
 
@@ -154,7 +178,7 @@ def sample(source: str, num: int, out: Path, seed: int, device: str | None) -> N
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per Inception forward.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the result as JSON here.")
-@click.option("--resolution", type=click.IntRange(min=8), default=None,
+@click.option("--resolution", type=click.IntRange(8, 1024), default=None,
               help="Side for an image-folder SOURCE [default: its first image's short side].")
 @click.option("--kid-subset-size", type=click.IntRange(min=2), default=None,
               help="KID subset size [default: min(1000, smaller set // 2)].")

@@ -25,6 +25,8 @@ from ganxfer.recipe import DataConfig
 
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+MAX_FILE_BYTES = 64 * 2**20  # one image file or zip member; larger ones count as unreadable
+HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit grayscale (PNG, TIFF) and 32-bit integer modes
 
 
 class DataError(GanxferError):
@@ -63,9 +65,41 @@ def list_images(path: Path) -> list[str]:
     return sorted(names)
 
 
+def open_image(root: Path, name: str) -> Image.Image:
+    """One image of a folder or zip, opened lazily, with two guards: files (and zip members, by their declared
+    size) over :data:`MAX_FILE_BYTES`, and images over PIL's ``Image.MAX_IMAGE_PIXELS`` (decompression
+    bombs), raise before any pixel is decoded."""
+    if zipfile.is_zipfile(root):
+        with zipfile.ZipFile(root) as zf:
+            size = zf.getinfo(name).file_size
+            data = zf.read(name) if size <= MAX_FILE_BYTES else b""
+        img = Image.open(io.BytesIO(data)) if data else None
+    else:
+        size = (root / name).stat().st_size
+        img = Image.open(root / name) if size <= MAX_FILE_BYTES else None
+    if img is None:
+        raise DataError(f"{name} is {size:,} bytes, over the {MAX_FILE_BYTES:,} a training image may take")
+    if img.width * img.height > Image.MAX_IMAGE_PIXELS:
+        img.close()
+        raise Image.DecompressionBombError(f"{name} has {img.width * img.height:,} pixels, over "
+                                           f"Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS:,}")
+    return img
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit (and integer) grayscale to 8-bit 'L' by scaling 0..65535 to 0..255; PIL's own conversion clips,
+    which turns a 16-bit image white. Integer images that hold 8-bit values already are kept as they are."""
+    if img.mode not in HIGH_DEPTH:
+        return img
+    arr = np.asarray(img).astype(np.int64)
+    if img.mode != "I" or arr.max(initial=0) > 255:
+        arr = (arr.clip(0, 65535) + 128) // 257
+    return Image.fromarray(arr.clip(0, 255).astype(np.uint8), "L")
+
+
 def to_square(img: Image.Image, resolution: int, channels: int) -> np.ndarray:
     """Convert mode, resize the short side to ``resolution`` (Lanczos) and center-crop: (H, W, C) uint8."""
-    img = img.convert("L" if channels == 1 else "RGB")
+    img = to_8bit(img).convert("L" if channels == 1 else "RGB")
     w, h = img.size
     if (w, h) != (resolution, resolution):
         scale = resolution / min(w, h)
@@ -94,29 +128,41 @@ class ImageSet:
 
     def _decode(self, name: str) -> np.ndarray | None:
         try:
-            if self.root is not None and zipfile.is_zipfile(self.root):
-                with zipfile.ZipFile(self.root) as zf:
-                    img = Image.open(io.BytesIO(zf.read(name)))
-                    img.load()
-            else:
-                img = Image.open(self.root / name)
-            return to_square(img, self.resolution, self.channels)
-        except Exception:  # any decoder failure makes the file unreadable, never the run
+            with open_image(self.root, name) as img:
+                return to_square(img, self.resolution, self.channels)
+        except Exception:  # any decoder failure (or guard) makes the file unreadable, never the run
             return None
 
-    def decode(self, names: list[str]) -> list[np.ndarray | None]:
+    def _check(self, name: str) -> bool:
+        """Whether ``name`` decodes: what :meth:`_decode` does, minus the resize, and JPEGs at reduced size."""
+        try:
+            with open_image(self.root, name) as img:
+                img.draft(img.mode, (self.resolution, self.resolution))
+                img.load()
+            return True
+        except Exception:
+            return False
+
+    def _map(self, fn, names: list[str]) -> list:
         if self.workers <= 1 or len(names) < 8:
-            return [self._decode(n) for n in names]
+            return [fn(n) for n in names]
         with ThreadPoolExecutor(self.workers) as pool:
-            return list(pool.map(self._decode, names, chunksize=64))
+            return list(pool.map(fn, names, chunksize=64))
+
+    def decode(self, names: list[str]) -> list[np.ndarray | None]:
+        return self._map(self._decode, names)
 
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, R, R) for the given indices."""
         if self.pixels is not None:
             return self.pixels[idx]
-        arrays = self.decode([self.files[i] for i in idx.tolist()])
-        blank = np.zeros((self.resolution, self.resolution, self.channels), np.uint8)
-        return torch.from_numpy(np.stack([a if a is not None else blank for a in arrays])).permute(0, 3, 1, 2)
+        names = [self.files[i] for i in idx.tolist()]
+        arrays = self.decode(names)
+        for name, a in zip(names, arrays, strict=True):
+            if a is None:  # it decoded when the set was checked: it changed on disk since
+                raise DataError(f"{self.root / name} no longer decodes (it was readable when training started); "
+                                "restore or remove it, then continue with --resume")
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
 
 def _from_mnist(cfg: DataConfig) -> ImageSet:
@@ -141,16 +187,20 @@ def _from_files(cfg: DataConfig, root: Path) -> ImageSet:
     if not files:
         raise DataError(f"data.path {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     data = ImageSet(cfg.resolution, cfg.channels, root=root, files=files, workers=max(cfg.workers, 1))
-    if len(files) * cfg.channels * cfg.resolution**2 > cfg.in_memory_gb * 2**30:
-        log.info("streaming %d images from %s (larger than data.in_memory_gb)", len(files), root)
-        return data
-    arrays = data.decode(files)
-    data.unreadable = [f for f, a in zip(files, arrays, strict=True) if a is None]
-    good = [a for a in arrays if a is not None]
-    if not good:
+    stream = len(files) * cfg.channels * cfg.resolution**2 > cfg.in_memory_gb * 2**30
+    if stream:  # every file is decoded once now, so that streaming skips exactly what decoding into RAM skips
+        log.info("streaming %d images from %s (larger than data.in_memory_gb); checking that each decodes",
+                 len(files), root)
+        ok = data._map(data._check, files)
+    else:
+        arrays = data.decode(files)
+        ok = [a is not None for a in arrays]
+    data.unreadable = [f for f, good in zip(files, ok, strict=True) if not good]
+    data.files = [f for f, good in zip(files, ok, strict=True) if good]
+    if not data.files:
         raise DataError(f"none of the {len(files)} images under {root} could be decoded")
-    data.pixels = torch.from_numpy(np.stack(good)).permute(0, 3, 1, 2).contiguous()
-    data.files = [f for f, a in zip(files, arrays, strict=True) if a is not None]
+    if not stream:
+        data.pixels = torch.from_numpy(np.stack([a for a in arrays if a is not None])).permute(0, 3, 1, 2).contiguous()
     return data
 
 

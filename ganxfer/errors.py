@@ -3,3 +3,7 @@
 
 class GanxferError(Exception):
     """A problem with the user's input or environment, phrased as one line that names the fix."""
+
+
+class OptionError(GanxferError):
+    """A command-line option whose value cannot be used, phrased as one line."""

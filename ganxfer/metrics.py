@@ -39,9 +39,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ganxfer.data import list_images, load_data, mnist_root, to_uint8
+from ganxfer.data import list_images, load_data, mnist_root, open_image, to_uint8
 from ganxfer.errors import GanxferError
-from ganxfer.recipe import METRICS, MIN_IMAGES, DataConfig
+from ganxfer.recipe import METRICS, MIN_IMAGES, DataConfig, field_range
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "diversity")
 # two runs drawing one face template, 0.69 in a palette collapse, 0.94 to 1.04 for runs drawing varied faces.
 COLLAPSE_DIVERSITY = 0.85
 COLLAPSE_GRID = 0.7  # pixel spread of the fixed-z grid (16x16 thumbnails) relative to as many real images
+MAX_RESOLUTION = int(field_range(DataConfig, "resolution")[1])  # image side, as in recipes
 KID_SUBSETS = 100
 CACHE_FORMAT = 1  # bump when cached features change meaning
 GEN_CHUNK = 500  # generated images per .sample() call: the images depend on the seed only, not on --batch
@@ -361,17 +362,21 @@ def evaluate(source: str, data: str, num: int | None = None, num_real: int | Non
     names = parse_metrics(metrics)
     t0 = time.time()
     dev = torch.device(device) if device else default_device()
-    net = load_extractor(extractor, dev)  # first: missing weights fail before any other work
+    if resolution is not None and not 8 <= resolution <= MAX_RESOLUTION:
+        raise MetricsError(f"--resolution {resolution} is out of range; expected 8 to {MAX_RESOLUTION}")
+    generator = None
+    if not is_image_source(source):  # a bad generator fails before the feature network loads
+        from ganxfer.hub import load_generator
+
+        generator = load_generator(source).to(dev)
+    net = load_extractor(extractor, dev)  # missing weights fail before any image is read
     cached = {}
-    if is_image_source(source):
+    if generator is None:
         side = resolution or _first_image_side(source)
         fake_cfg = DataConfig(path=str(source), resolution=side, channels=3, limit=num)
         fake, cached["fake"] = dataset_features(fake_cfg, net, batch, cache)
         channels = 3
     else:
-        from ganxfer.hub import load_generator
-
-        generator = load_generator(source).to(dev)
         _, channels, side, _ = generator.sample(1, seed=seed).shape
         if resolution and resolution != side:
             raise MetricsError(f"--resolution {resolution} differs from the generator's {side}; drop it")
@@ -391,18 +396,19 @@ def evaluate(source: str, data: str, num: int | None = None, num_real: int | Non
 
 
 def _first_image_side(source: str) -> int:
-    from PIL import Image
-
+    """The short side of the first image of SOURCE that opens (through the training guards)."""
     path = Path(source).expanduser()
     names = list_images(path)
-    if not names:
-        raise MetricsError(f"{source} holds no images")
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            size = Image.open(io.BytesIO(zf.read(names[0]))).size
-    else:
-        size = Image.open(path / names[0]).size
-    return min(size)
+    for name in names:
+        try:
+            with open_image(path, name) as img:
+                side = min(img.size)
+        except Exception:  # unreadable, too large or a decompression bomb: the next one decides
+            continue
+        if side > MAX_RESOLUTION:
+            raise MetricsError(f"{source}: its images are {side}px; pass --resolution (at most {MAX_RESOLUTION})")
+        return side
+    raise MetricsError(f"{source} holds no readable images" if names else f"{source} holds no images")
 
 
 def format_table(result: dict) -> str:

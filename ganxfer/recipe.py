@@ -223,6 +223,12 @@ def expand_env(value: str, where: str = "") -> str:
     return _ENV.sub(sub, value)
 
 
+def field_range(cls: type, name: str) -> tuple[float | None, float | None]:
+    """The closed range [lo, hi] of a recipe field (None: open)."""
+    meta = next(f for f in dataclasses.fields(cls) if f.name == name).metadata
+    return meta.get("lo"), meta.get("hi")
+
+
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -378,7 +384,14 @@ def _check_name(r: Recipe) -> str | None:
 
 def _check_data(r: Recipe) -> str | None:
     from ganxfer.augment import POLICIES
+    from ganxfer.hub import parse_hub_id
 
+    for key, value in (("data.path", r.data.path), ("eval.data", r.eval.data), ("generator.init", r.generator.init),
+                       ("discriminator.init", r.discriminator.init)):
+        hub_id = value[4:] if value and value.startswith("hub:") else value if value and "@" in value else None
+        if hub_id and not Path(value).expanduser().exists() and parse_hub_id(hub_id) is None:
+            return (f"{key}={value!r} is not a valid Hub id: use owner/name[@revision], a plain name and a branch, "
+                    "tag or commit (no '..')")
     if r.data.channels not in (1, 3):
         return f"data.channels={r.data.channels}: use 1 (grayscale) or 3 (RGB)"
     for name in (p.strip() for p in r.augment.policy.split(",")):

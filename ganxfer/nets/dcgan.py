@@ -7,6 +7,7 @@ Their constructor keyword arguments are the whole config: ``config.json`` rebuil
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
@@ -112,11 +113,31 @@ class DCGANGenerator(
         if n == 0:
             return torch.empty(0, self.channels, self.resolution, self.resolution, dtype=param.dtype,
                                device=param.device)
-        was_training = self.training
-        self.eval()
         rng = torch.Generator().manual_seed(seed) if seed is not None else None
         z = torch.randn(n, self.latent_dim, generator=rng)
-        out = torch.cat([self(zb.to(param.device, param.dtype)) for zb in z.split(batch_size)])
+        return torch.cat([self.sample_z(zb) for zb in z.split(batch_size)])
+
+    @torch.no_grad()
+    def iter_samples(self, n: int, seed: int, chunk: int = 256) -> Iterator[torch.Tensor]:
+        """The images of ``sample(n, seed=seed)``, ``chunk`` at a time, so memory stays bounded for any ``n``.
+
+        z is drawn in chunks of a multiple of 16 rows, which gives exactly the values of one draw of ``n``
+        (torch's CPU normal sampler fills 16 values at a time).
+        """
+        if chunk % 16:
+            raise ValueError(f"iter_samples: chunk={chunk} must be a multiple of 16")
+        rng = torch.Generator().manual_seed(seed)
+        for start in range(0, n, chunk):
+            z = torch.randn(min(chunk, n - start), self.latent_dim, generator=rng)
+            yield self.sample_z(z)
+
+    def sample_z(self, z: torch.Tensor) -> torch.Tensor:
+        """Images for latents ``z`` (on the CPU is fine), in eval mode, on the model's device and dtype."""
+        param = next(self.parameters())
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            out = self(z.to(param.device, param.dtype))
         self.train(was_training)
         return out
 
