@@ -433,9 +433,9 @@ def _check_eval(r: Recipe) -> str | None:
         return f"eval.metrics: unknown metric {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}"
     if ev.every_kimg <= 0:
         return None
-    produced = [k for m in ev.metrics for k in METRICS[m] if k in LOWER_IS_BETTER] or list(LOWER_IS_BETTER)
+    produced = [k for m in ev.metrics for k in METRICS[m] if k in LOWER_IS_BETTER]
     if ev.best_metric not in produced:
-        return (f"eval.best_metric={ev.best_metric!r} must be one of {', '.join(produced)} "
+        return (f"eval.best_metric={ev.best_metric!r} must be one of {', '.join(produced or LOWER_IS_BETTER)} "
                 f"(lower is better) given eval.metrics={','.join(ev.metrics)}")
     need = max(MIN_IMAGES[m] for m in ev.metrics)
     if ev.num < need:

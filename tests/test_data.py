@@ -1,11 +1,13 @@
 import logging
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from ganxfer import data as data_module
 from ganxfer.data import BatchPlan, DataError, load_data, to_float, to_uint8
 from ganxfer.recipe import DataConfig
 
@@ -105,3 +107,91 @@ def test_real_anime_faces(anime_dir):
     data = load_data(DataConfig(path=str(anime_dir), resolution=64, channels=3, limit=200))
     assert data.pixels.shape == (200, 3, 64, 64)
     assert data.files[0] == "00000.jpg" and not data.unreadable
+
+
+def _damage(root: Path) -> list[str]:
+    """Add the ways a real image set goes bad: junk, an empty file, a truncated JPEG and a text file named .png."""
+    faces = sorted(root.glob("*.jpg"))
+    (root / "junk.jpg").write_bytes(b"not a jpeg at all")
+    (root / "empty.png").write_bytes(b"")
+    (root / "half.jpg").write_bytes(faces[0].read_bytes()[:600])
+    (root / "text.png").write_text("hello\n")
+    return ["empty.png", "half.jpg", "junk.jpg", "text.png"]
+
+
+def test_streaming_skips_and_counts_what_in_memory_skips(anime_subset, caplog):
+    root = anime_subset(40)
+    bad = _damage(root)
+    mem = load_data(DataConfig(path=str(root), resolution=32, channels=3))
+    with caplog.at_level(logging.WARNING):
+        stream = load_data(DataConfig(path=str(root), resolution=32, channels=3, in_memory_gb=0))
+    assert stream.pixels is None and sorted(stream.unreadable) == sorted(mem.unreadable) == bad
+    assert stream.files == mem.files and len(stream) == len(mem) == 40
+    assert "skipped 4 unreadable image(s)" in caplog.text
+    for start in range(0, 40, 16):  # every streamed batch equals the in-memory one: nothing black is trained on
+        idx = torch.arange(start, min(start + 16, 40))
+        assert torch.equal(stream.batch(idx), mem.batch(idx))
+
+
+def test_a_streamed_set_of_nothing_readable_is_an_error(tmp_path):
+    root = tmp_path / "junk"
+    root.mkdir()
+    for i in range(3):
+        (root / f"{i}.jpg").write_bytes(b"\xff\xd8junk")
+    with pytest.raises(DataError, match="none of the 3 images"):
+        load_data(DataConfig(path=str(root), resolution=32, in_memory_gb=0))
+
+
+def test_a_file_that_stops_decoding_while_streaming_is_one_line(anime_subset):
+    root = anime_subset(8)
+    data = load_data(DataConfig(path=str(root), resolution=32, in_memory_gb=0))
+    (root / data.files[2]).write_bytes(b"gone bad")
+    with pytest.raises(DataError, match="no longer decodes"):
+        data.batch(torch.tensor([2]))
+
+
+def test_16_bit_png_converts_like_its_8_bit_original(anime_subset, tmp_path):
+    """Real faces as 16-bit grayscale PNGs (mode I;16) load like the 8-bit grayscale images they came from."""
+    src = anime_subset(6)
+    eight, sixteen = tmp_path / "eight", tmp_path / "sixteen"
+    eight.mkdir()
+    sixteen.mkdir()
+    for p in sorted(src.iterdir()):
+        gray = np.asarray(Image.open(p).convert("L"))
+        Image.fromarray(gray).save(eight / f"{p.stem}.png")
+        Image.fromarray(gray.astype(np.uint16) * 257).save(sixteen / f"{p.stem}.png")
+    assert Image.open(next(sixteen.iterdir())).mode == "I;16"
+    for channels in (1, 3):
+        a = load_data(DataConfig(path=str(eight), resolution=32, channels=channels))
+        b = load_data(DataConfig(path=str(sixteen), resolution=32, channels=channels))
+        assert torch.equal(a.pixels, b.pixels)
+        assert b.pixels.float().std() > 20  # a face, not a white square
+
+
+def test_oversized_files_zip_members_and_bombs_are_unreadable(anime_subset, tmp_path, monkeypatch):
+    root = anime_subset(5)
+    Image.new("L", (4000, 3000)).save(root / "bomb.png")  # 12 Mpx, over the lowered pixel cap below
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000_000)
+    with zipfile.ZipFile(tmp_path / "set.zip", "w") as zf:
+        for p in sorted(root.iterdir()):
+            zf.write(p, p.name)
+    for path in (root, tmp_path / "set.zip"):
+        assert load_data(DataConfig(path=str(path), resolution=32)).unreadable == ["bomb.png"]
+    faces = anime_subset(5, name="capped")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(faces / "big.png")
+    monkeypatch.setattr(data_module, "MAX_FILE_BYTES", max(p.stat().st_size for p in faces.glob("*.jpg")))
+    with zipfile.ZipFile(tmp_path / "capped.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(faces.iterdir()):
+            zf.write(p, p.name)
+    for path in (faces, tmp_path / "capped.zip"):
+        for gb in (8, 0):
+            data = load_data(DataConfig(path=str(path), resolution=32, in_memory_gb=gb))
+            assert data.unreadable == ["big.png"] and len(data) == 5
+
+
+def test_evaluate_sizes_an_image_folder_by_its_first_readable_image(anime_subset):
+    from ganxfer.metrics import _first_image_side
+
+    root = anime_subset(3)
+    (root / "0.jpg").write_bytes(b"not an image, and first by name")
+    assert _first_image_side(str(root)) == 64
