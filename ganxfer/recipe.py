@@ -403,7 +403,7 @@ def _check_data(r: Recipe) -> str | None:
 
 
 def _check_models(r: Recipe) -> str | None:
-    from ganxfer.nets import DISCRIMINATORS, GENERATORS  # the registry (it imports this module's checks)
+    from ganxfer.nets import DISCRIMINATORS, GENERATORS, MAX_PARAMETERS, build_generator, parameter_count
 
     for role, part, registry in (("generator", r.generator, GENERATORS),
                                  ("discriminator", r.discriminator, DISCRIMINATORS)):
@@ -416,6 +416,10 @@ def _check_models(r: Recipe) -> str | None:
         if part.freeze_blocks and not part.init:
             return (f"{role}.freeze_blocks={part.freeze_blocks} freezes warm-started blocks; set {role}.init too, "
                     "or drop freeze_blocks")
+    count = parameter_count(lambda: build_generator(r))
+    if count > MAX_PARAMETERS:
+        return (f"the generator would have {count:,} parameters, over ganxfer's cap of {MAX_PARAMETERS:,}; "
+                "lower generator.ngf or generator.latent_dim")
     return None
 
 

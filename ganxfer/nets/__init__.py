@@ -130,12 +130,17 @@ def build_from_config(config: dict, role: str | None = None, where: str = "confi
         value = kwargs.get(key, lo)
         if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
             raise ModelFormatError(f"{where}: {key}={value!r} is out of range; expected an int in [{lo}, {hi}]")
-    with torch.device("meta"):  # the size first, with nothing allocated
-        count = sum(p.numel() for p in _construct(registry[kind], kwargs, kind, role, where).parameters())
+    count = parameter_count(lambda: _construct(registry[kind], kwargs, kind, role, where))
     if count > MAX_PARAMETERS:
         raise ModelFormatError(f"{where} describes a {kind} {role} of {count:,} parameters, over ganxfer's cap of "
                                f"{MAX_PARAMETERS:,}; check its sizes (ngf, ndf, latent_dim, resolution)")
     return _construct(registry[kind], kwargs, kind, role, where)
+
+
+def parameter_count(make: Callable[[], nn.Module]) -> int:
+    """Parameters of the network ``make()`` builds, built on the meta device: nothing is allocated."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in make().parameters())
 
 
 def _construct(cls: type[nn.Module], kwargs: dict, kind: str, role: str, where: str) -> nn.Module:
