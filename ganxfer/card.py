@@ -53,24 +53,40 @@ def find_run(source: str, generator: Path) -> Path | None:
     return next((f for f in (generator, generator.parent) if (f / "recipe.yaml").is_file()), None)
 
 
+def _json(text: str) -> dict:
+    """A JSON object, or {} for anything else (a damaged file only makes the card less complete)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def run_info(run: Path | None, hardware: str | None = None) -> RunInfo:
-    """Read recipe.yaml, metrics.jsonl, checkpoints and transfer.json of ``run`` (all optional)."""
+    """Read recipe.yaml, metrics.jsonl, checkpoints and transfer.json of ``run`` (all optional; damaged log
+    lines and checkpoint counters are skipped, while a recipe.yaml that is no YAML mapping is refused, since it
+    is uploaded)."""
     info = RunInfo(hardware=hardware)
     if run is None:
         return info
     if (run / "recipe.yaml").is_file():
-        info.recipe = yaml.safe_load((run / "recipe.yaml").read_text()) or {}
+        try:
+            info.recipe = yaml.safe_load((run / "recipe.yaml").read_bytes()) or {}
+        except yaml.YAMLError:
+            info.recipe = None
+        if not isinstance(info.recipe, dict):
+            raise PushError(f"{run / 'recipe.yaml'} is not a YAML mapping; fix it, or remove it to push without it")
     if (run / "metrics.jsonl").is_file():
-        for line in (run / "metrics.jsonl").read_text().splitlines():
-            try:
-                info.rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+        info.rows = [row for line in (run / "metrics.jsonl").read_text(errors="replace").splitlines()
+                     if (row := _json(line))]
     seen = [round(r["kimg"] * 1000) for r in info.rows if isinstance(r.get("kimg"), (int, float))]
-    seen += [json.loads(p.read_text()).get("images_seen", 0) for p in run.glob("checkpoints/step-*/trainer.json")]
+    seen += [_json(p.read_text(errors="replace")).get("images_seen", 0)
+             for p in run.glob("checkpoints/step-*/trainer.json")]
+    seen = [s for s in seen if isinstance(s, int)]
     info.images_seen = max(seen) if seen else None
-    transfer = json.loads((run / "transfer.json").read_text()).get("generator", {}) \
+    transfer = _json((run / "transfer.json").read_text(errors="replace")).get("generator", {}) \
         if (run / "transfer.json").is_file() else {}
+    transfer = transfer if isinstance(transfer, dict) else {}
     info.transfer_source = transfer.get("source") or (info.recipe.get("generator") or {}).get("init")
     info.base_model = base_model(info.transfer_source, transfer.get("source_dir"))
     info.hardware = hardware or next((str(r[k]) for r in info.rows for k in ("hardware", "device") if r.get(k)), None)

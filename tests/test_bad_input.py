@@ -85,12 +85,20 @@ def _int32(state: dict) -> None:
 
 def _link_out(ctx: Ctx) -> str:
     """A copy of the run whose recipe.yaml is a link to a file outside it."""
-    run = ctx.tmp / "linked"
-    shutil.copytree(ctx.run, run, ignore=shutil.ignore_patterns("checkpoints", "tb"))
+    run = Path(_run_copy(ctx))
     secret = ctx.tmp / "secret.txt"
     secret.write_text("not for upload\n")
     (run / "recipe.yaml").unlink()
     (run / "recipe.yaml").symlink_to(secret)
+    return str(run)
+
+
+def _run_copy(ctx: Ctx, recipe: str | None = None) -> str:
+    """A copy of the run (without checkpoints and logs of TensorBoard), its recipe.yaml replaced when given."""
+    run = ctx.tmp / "copy"
+    shutil.copytree(ctx.run, run, ignore=shutil.ignore_patterns("checkpoints", "tb"))
+    if recipe is not None:
+        (run / "recipe.yaml").write_text(recipe)
     return str(run)
 
 
@@ -177,6 +185,11 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
     "push repo dotdot": (lambda c: ["push", str(c.run), "a/..", "--dry-run", str(c.tmp / "up")], "must be owner/name"),
     "push link out": (lambda c: ["push", _link_out(c), "someone/x", "--dry-run", str(c.tmp / "up")],
                       "push uploads only regular files"),
+    "push bad recipe": (lambda c: ["push", _run_copy(c, "name: !!python/name:os.system\n"), "someone/x", "--dry-run",
+                                   str(c.tmp / "up")], "recipe.yaml is not a YAML mapping"),
+    "finetune no ganxfer": (lambda c: ["finetune", "recipes/mnist_dcgan.yaml", *TINY, "--set",
+                                       f"generator.init={c.generator(config=_without_ganxfer)}",
+                                       "--run-dir", str(c.tmp / "new")], "no 'ganxfer' block"),
     "evaluate resolution": (lambda c: ["evaluate", str(c.run), "--data", "mnist", "--resolution", "100000"],
                             "100000 is not in the range 8<=x<=1024"),
     **{name: ((lambda c, sets=sets: train(c, *sets)), expected) for name, (sets, expected) in SETS.items()},
@@ -236,7 +249,11 @@ def test_a_secret_never_reaches_the_run_or_the_upload(finished_run, tmp_path, mo
     """A run folder whose recipe.yaml names ${HF_TOKEN} (written by hand) is pushed as written, unexpanded."""
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
     run = tmp_path / "run"
-    shutil.copytree(finished_run, run, ignore=shutil.ignore_patterns("checkpoints", "tb"))
+    shutil.copytree(finished_run, run, ignore=shutil.ignore_patterns("tb"))
+    for damaged in run.glob("checkpoints/*/trainer.json"):  # a damaged counter makes the card less complete only
+        damaged.write_text("")
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write("{not json\n[1, 2]\n")
     with open(run / "recipe.yaml", "a") as fh:
         fh.write("# token: ${HF_TOKEN}\n")
     res = CliRunner().invoke(main, ["push", str(run), "someone/x", "--dry-run", str(tmp_path / "up")],
@@ -262,5 +279,5 @@ def test_sample_streams_a_folder_with_the_grid_images(finished_run, tmp_path):
     assert len(files) == 300
     expected = to_uint8(load_generator(str(finished_run)).sample(300, seed=3))
     for i in (0, 255, 256, 299):
-        saved = torch.from_numpy(np.asarray(Image.open(files[i]).convert("L")))
+        saved = torch.from_numpy(np.array(Image.open(files[i]).convert("L")))
         assert (saved.int() - expected[i, 0].int()).abs().max() <= 1, files[i]
