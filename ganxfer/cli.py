@@ -179,7 +179,7 @@ def sample(source: str, num: int, out: Path, seed: int, device: str | None) -> N
               help="Images per Inception forward.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the result as JSON here.")
 @click.option("--resolution", type=click.IntRange(8, 1024), default=None,
-              help="Side for an image-folder SOURCE [default: its first image's short side].")
+              help="Side for an image-folder SOURCE [default: its first readable image's short side].")
 @click.option("--kid-subset-size", type=click.IntRange(min=2), default=None,
               help="KID subset size [default: min(1000, smaller set // 2)].")
 @click.option("--seed", default=0, show_default=True, help="Seed of the generated latents.")
