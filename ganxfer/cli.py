@@ -13,16 +13,17 @@ from ganxfer.errors import GanxferError
 
 
 class Group(click.Group):
-    """Turns every :class:`GanxferError` into ``error: <one line>`` on stderr and exit code 2."""
+    """Turns every :class:`GanxferError` into ``error: <one line>`` on stderr and its exit code (2, or 130 /
+    143 for a run stopped by SIGINT / SIGTERM)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except GanxferError as e:
             click.echo(f"error: {e}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted; the last checkpoint is intact: continue with --resume", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:  # outside a training run, which says itself what it saved
+            click.echo("interrupted", err=True)
             sys.exit(130)
 
 

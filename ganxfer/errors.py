@@ -3,3 +3,5 @@
 
 class GanxferError(Exception):
     """A problem with the user's input or environment, phrased as one line that names the fix."""
+
+    exit_code = 2  # what the CLI exits with (an interrupted run uses 130 / 143)
