@@ -54,20 +54,22 @@ class Counters:
 
 
 def number(path: Path) -> int | None:
+    """The images seen of a checkpoint folder ``step-<digits>``; None for any other name."""
     digits = path.name[len(PREFIX):]
     return int(digits) if path.name.startswith(PREFIX) and digits.isdigit() else None
 
 
 def candidates(run_dir: Path) -> list[Path]:
-    """Every ``step-*`` entry of a run, complete or not; numbered ones newest first, stray names last."""
+    """Every ``step-*`` entry of a run, complete or not: stray names (``step-abc``) first, then newest first."""
     folder = Path(run_dir) / "checkpoints"
     found = [p for p in folder.iterdir() if p.name.startswith(PREFIX)] if folder.is_dir() else []
-    return sorted(found, key=lambda p: (number(p) is None, -(number(p) or 0), p.name))
+    return sorted(found, key=lambda p: (number(p) is not None, -(number(p) or 0), p.name))
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints of a run (those with ``trainer.json``), oldest first."""
-    return [p for p in reversed(candidates(run_dir)) if number(p) is not None and (p / "trainer.json").is_file()]
+    found = [p for p in candidates(run_dir) if number(p) is not None and (p / "trainer.json").is_file()]
+    return found[::-1]
 
 
 def clean_leftovers(run_dir: Path) -> list[str]:
@@ -141,7 +143,20 @@ def _rng_state(acc: Accelerator, rng: torch.Generator) -> dict[str, torch.Tensor
     return state
 
 
-def _fsync(path: Path) -> None:
+def _write(path: Path, data: bytes | str) -> None:
+    """Write and fsync one file. Safetensors go through here as bytes: its own writer turns ``OSError`` into
+    a ``SafetensorError`` that no longer says which fault it was."""
+    with open(path, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _save(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    _write(path, safetensors.torch.save(tensors))
+
+
+def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -176,25 +191,23 @@ def save_checkpoint(acc: Accelerator, run_dir: Path, counters: Counters, nets: d
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
-        safetensors.torch.save_file(_rng_state(acc, rng), str(tmp / f"rng_{acc.process_index}.safetensors"))
+        _save(_rng_state(acc, rng), tmp / f"rng_{acc.process_index}.safetensors")
         acc.wait_for_everyone()
         if acc.is_main_process:
             for name, net in nets.items():
                 if net is not None:
-                    safetensors.torch.save_file(_cpu(net.state_dict()), str(tmp / f"{name}.safetensors"))
+                    _save(_cpu(net.state_dict()), tmp / f"{name}.safetensors")
             tensors: dict[str, torch.Tensor] = {}
             structure = {name: _split(o.state_dict(), name, tensors) for name, o in optimizers.items()}
             if acc.scaler is not None:
                 structure["scaler"] = _split(acc.scaler.state_dict(), "scaler", tensors)
-            safetensors.torch.save_file(tensors, str(tmp / "optim.safetensors"))
-            (tmp / "optim.json").write_text(json.dumps(structure))
-            (tmp / "trainer.json").write_text(json.dumps(asdict(counters), indent=2))
-            for f in tmp.iterdir():  # make the bytes durable before the rename publishes them
-                _fsync(f)
+            _save(tensors, tmp / "optim.safetensors")
+            _write(tmp / "optim.json", json.dumps(structure))
+            _write(tmp / "trainer.json", json.dumps(asdict(counters), indent=2))  # every file is fsynced
             if final.exists():
                 _retire(final)
             os.replace(tmp, final)
-            _fsync(folder)  # ... and the rename itself
+            _fsync_dir(folder)  # the rename is durable too
             older = [p for p in checkpoints(run_dir) if number(p) <= counters.images_seen]
             for old in older[:-keep]:
                 _retire(old)

@@ -142,7 +142,6 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
     with faults(run_dir), Signals() as signals, RunLock(run_dir, enabled=acc.is_main_process):
         if acc.is_main_process:
             prepare_run_dir(run_dir, resume, overwrite)
-            (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
         acc.wait_for_everyone()
         set_seed(recipe.seed)
 
@@ -199,6 +198,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
             if acc.is_main_process:
                 log.info("resumed from %s at %.3f kimg", state.folder, counters.images_seen / 1000)
                 _truncate_metrics(run_dir / "metrics.jsonl", counters.images_seen)
+        if acc.is_main_process:  # only now: a resume that cannot continue leaves the run's recipe as it was
+            (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
         budget_s = tr.minutes * 60 if tr.minutes is not None else math.inf
         hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat(recipe).items()}
         acc.init_trackers(recipe.name, config=hparams)
@@ -220,9 +221,6 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                 raise diverged(f"{' and '.join(bad)} hold NaN or infinite weights")
 
         rank_slice = slice(acc.process_index * local_batch, (acc.process_index + 1) * local_batch)
-        bar = tqdm(total=math.ceil(total / per_iter) * per_iter / 1000, initial=counters.images_seen / 1000,
-                   unit="kimg", dynamic_ncols=True, disable=not acc.is_main_process,
-                   bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]")
         meter = Meter("loss_d", "loss_g", "r1")  # sums on the device; one sync per log row
         clock = Clock(counters.wall_s)  # training time: sampling, evaluation and checkpoints are paused()
         t_log, seen_log = clock(), counters.images_seen
@@ -245,101 +243,105 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         G.train()
         D.train()
         signals.deferred = True  # from here a signal stops the run at the end of a step, with a checkpoint
-        while counters.images_seen < total and counters.wall_s < budget_s:
-            before, wall_before = counters.images_seen, counters.wall_s
-            for d_step in range(tr.d_steps):
-                idx = plan.indices(counters.images_seen, tr.batch_size)[rank_slice]
-                real = to_float(data.batch(idx).to(acc.device, non_blocking=True))
-                if recipe.data.hflip:
-                    flip = torch.rand(len(real), generator=rng, device=acc.device) < 0.5
-                    real = torch.where(flip[:, None, None, None], real.flip(3), real)
-                z = torch.randn(len(real), recipe.generator.latent_dim, generator=rng, device=acc.device)
-                r1_now = recipe.loss.r1_gamma > 0 and counters.d_step % recipe.loss.r1_every == 0
-                real.requires_grad_(r1_now)
+        with tqdm(total=math.ceil(total / per_iter) * per_iter / 1000, initial=counters.images_seen / 1000,
+                  unit="kimg", dynamic_ncols=True, disable=not acc.is_main_process,  # closed on errors too
+                  bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]") as bar:
+            while counters.images_seen < total and counters.wall_s < budget_s:
+                before, wall_before = counters.images_seen, counters.wall_s
+                for d_step in range(tr.d_steps):
+                    idx = plan.indices(counters.images_seen, tr.batch_size)[rank_slice]
+                    real = to_float(data.batch(idx).to(acc.device, non_blocking=True))
+                    if recipe.data.hflip:
+                        flip = torch.rand(len(real), generator=rng, device=acc.device) < 0.5
+                        real = torch.where(flip[:, None, None, None], real.flip(3), real)
+                    z = torch.randn(len(real), recipe.generator.latent_dim, generator=rng, device=acc.device)
+                    r1_now = recipe.loss.r1_gamma > 0 and counters.d_step % recipe.loss.r1_every == 0
+                    real.requires_grad_(r1_now)
+                    with acc.autocast():
+                        # the last D step's fakes keep their graph: the G step reuses them (one G forward saved)
+                        with torch.set_grad_enabled(d_step == tr.d_steps - 1):
+                            fake = G(z)
+                        real_logits = D(augment(real, rng))
+                        loss = d_loss(recipe.loss.kind, real_logits, D(augment(fake.detach(), rng)))
+                        if r1_now:
+                            r1 = r1_penalty(real, real_logits)
+                            loss = loss + r1 * (recipe.loss.r1_gamma / 2 * recipe.loss.r1_every)
+                            meter.add("r1", r1)
+                    opt_d.zero_grad(set_to_none=True)
+                    acc.backward(loss)
+                    opt_d.step()
+                    meter.add("loss_d", loss)
+                    counters.images_seen += tr.batch_size
+                    counters.d_step += 1
+
                 with acc.autocast():
-                    # the last D step's fakes keep their graph: the G step reuses them (one G forward saved)
-                    with torch.set_grad_enabled(d_step == tr.d_steps - 1):
-                        fake = G(z)
-                    real_logits = D(augment(real, rng))
-                    loss = d_loss(recipe.loss.kind, real_logits, D(augment(fake.detach(), rng)))
-                    if r1_now:
-                        r1 = r1_penalty(real, real_logits)
-                        loss = loss + r1 * (recipe.loss.r1_gamma / 2 * recipe.loss.r1_every)
-                        meter.add("r1", r1)
-                opt_d.zero_grad(set_to_none=True)
+                    loss = g_loss(recipe.loss.kind, D(augment(fake, rng)))
+                opt_g.zero_grad(set_to_none=True)
                 acc.backward(loss)
-                opt_d.step()
-                meter.add("loss_d", loss)
-                counters.images_seen += tr.batch_size
-                counters.d_step += 1
+                opt_g.step()
+                if ema is not None:
+                    update_ema(ema, G_raw, counters.step, tr.ema)
+                meter.add("loss_g", loss)
+                counters.step += 1
+                now = counters.images_seen
+                counters.wall_s = clock()
+                bar.update(min(now / 1000, bar.total) - bar.n)
 
-            with acc.autocast():
-                loss = g_loss(recipe.loss.kind, D(augment(fake, rng)))
-            opt_g.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            opt_g.step()
-            if ema is not None:
-                update_ema(ema, G_raw, counters.step, tr.ema)
-            meter.add("loss_g", loss)
-            counters.step += 1
-            now = counters.images_seen
-            counters.wall_s = clock()
-            bar.update(min(now / 1000, bar.total) - bar.n)
-
-            last = now >= total or counters.wall_s >= budget_s
-            stop = signals.received is not None and acc.num_processes == 1
-            if counters.step % CHECK_EVERY == 0 or last:  # one sync every few steps, not one per step
-                finite, stop_any = meter.health(acc, signals.received is not None)
-                stop = stop or stop_any  # processes agree on when to stop
-                if not finite:
-                    raise diverged("a NaN or infinite loss")
-            if crossed(before, now, tr.log_every_kimg) or last:
-                means = meter.means(acc)
-                if not all(math.isfinite(v) for v in means.values()):
-                    raise diverged(", ".join(f"{k} {v:.4g}" for k, v in means.items()))
-                row = {"kimg": now / 1000, "step": counters.step, "loss_d": means["loss_d"], "loss_g": means["loss_g"],
-                       "images_per_s": (now - seen_log) / max(clock() - t_log, 1e-9), "wall_s": round(clock(), 3)}
-                if "r1" in means:  # the mean R1 over the discriminator steps that applied it
-                    row["r1"] = means["r1"]
-                if last:
-                    row["hardware"] = hardware(acc)
-                _log(acc, run_dir, row)
-                bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}", ips=f"{row['images_per_s']:.0f}")
-                t_log, seen_log = clock(), now
-            with clock.paused():  # sampling, evaluation and checkpoints stay out of wall_s and images_per_s
-                snapshots = snapshot_marks(wall_before, counters.wall_s, tr.snapshot_every_minutes,
-                                           tr.snapshot_at_minutes) if acc.is_main_process else []
-                show = (crossed(before, now, tr.sample_every_kimg) or before < 1000 <= now or last) \
-                    and acc.is_main_process
-                evaluate = evaluator is not None and (crossed(before, now, recipe.eval.every_kimg) or last)
-                save = crossed(before, now, tr.checkpoint_every_kimg) or last or stop
-                if show or evaluate or snapshots or save:
-                    check_weights()
-                G_sampled = sampled() if show or evaluate or snapshots else None
-                if show:
-                    grid(G_sampled, now)
-                for minutes in snapshots:
-                    name = f"min-{minutes:g}"
-                    export_model(G_sampled, run_dir / "snapshots" / name, "generator")
-                    _log(acc, run_dir, {"kimg": now / 1000, "step": counters.step, "snapshot": f"snapshots/{name}",
-                                        "wall_s": round(counters.wall_s, 3)})
-                if evaluate:
-                    scores = evaluator(G_sampled, acc)
-                    if acc.is_main_process:
-                        _log(acc, run_dir, {"kimg": now / 1000, "step": counters.step, **scores})
-                        value = scores.get(recipe.eval.best_metric)
-                        if value is not None and (counters.best is None or value < counters.best):
-                            counters.best = value
-                            export_model(G_sampled, run_dir / "generator-best", "generator")
-                if save:
-                    saved = checkpoint.save_checkpoint(acc, run_dir, counters, nets, optimizers, rng,
-                                                       tr.keep_checkpoints)
-            if stop and not last:
-                signum = signals.received or signal.SIGTERM  # another process got it
-                raise Interrupted(f"stopped by {signal.Signals(signum).name} at {now / 1000:.3f} kimg; saved "
-                                  f"checkpoints/{saved.name}: continue with --resume", signum)
-        signals.deferred = False
-        bar.close()
+                last = now >= total or counters.wall_s >= budget_s
+                stop = signals.received is not None and acc.num_processes == 1
+                if counters.step % CHECK_EVERY == 0 or last:  # one sync every few steps, not one per step
+                    finite, stop_any = meter.health(acc, signals.received is not None)
+                    stop = stop or stop_any  # processes agree on when to stop
+                    if not finite:
+                        raise diverged("a NaN or infinite loss")
+                if crossed(before, now, tr.log_every_kimg) or last:
+                    means = meter.means(acc)
+                    if not all(math.isfinite(v) for v in means.values()):
+                        raise diverged(", ".join(f"{k} {v:.4g}" for k, v in means.items()))
+                    row = {"kimg": now / 1000, "step": counters.step, "loss_d": means["loss_d"],
+                           "loss_g": means["loss_g"], "images_per_s": (now - seen_log) / max(clock() - t_log, 1e-9),
+                           "wall_s": round(clock(), 3)}
+                    if "r1" in means:  # the mean R1 over the discriminator steps that applied it
+                        row["r1"] = means["r1"]
+                    if last:
+                        row["hardware"] = hardware(acc)
+                    _log(acc, run_dir, row)
+                    bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}",
+                                    ips=f"{row['images_per_s']:.0f}")
+                    t_log, seen_log = clock(), now
+                with clock.paused():  # sampling, evaluation and checkpoints stay out of wall_s and images_per_s
+                    snapshots = snapshot_marks(wall_before, counters.wall_s, tr.snapshot_every_minutes,
+                                               tr.snapshot_at_minutes) if acc.is_main_process else []
+                    show = (crossed(before, now, tr.sample_every_kimg) or before < 1000 <= now or last) \
+                        and acc.is_main_process
+                    evaluate = evaluator is not None and (crossed(before, now, recipe.eval.every_kimg) or last)
+                    save = crossed(before, now, tr.checkpoint_every_kimg) or last or stop
+                    if show or evaluate or snapshots or save:
+                        check_weights()
+                    G_sampled = sampled() if show or evaluate or snapshots else None
+                    if show:
+                        grid(G_sampled, now)
+                    for minutes in snapshots:
+                        name = f"min-{minutes:g}"
+                        export_model(G_sampled, run_dir / "snapshots" / name, "generator")
+                        _log(acc, run_dir, {"kimg": now / 1000, "step": counters.step, "snapshot": f"snapshots/{name}",
+                                            "wall_s": round(counters.wall_s, 3)})
+                    if evaluate:
+                        scores = evaluator(G_sampled, acc)
+                        if acc.is_main_process:
+                            _log(acc, run_dir, {"kimg": now / 1000, "step": counters.step, **scores})
+                            value = scores.get(recipe.eval.best_metric)
+                            if value is not None and (counters.best is None or value < counters.best):
+                                counters.best = value
+                                export_model(G_sampled, run_dir / "generator-best", "generator")
+                    if save:
+                        saved = checkpoint.save_checkpoint(acc, run_dir, counters, nets, optimizers, rng,
+                                                           tr.keep_checkpoints)
+                if stop and not last:
+                    signum = signals.received or signal.SIGTERM  # another process got it
+                    raise Interrupted(f"stopped by {signal.Signals(signum).name} at {now / 1000:.3f} kimg; saved "
+                                      f"checkpoints/{saved.name}: continue with --resume", signum)
+            signals.deferred = False
 
         # --- export --------------------------------------------------------------------------------
         check_weights()
