@@ -45,7 +45,7 @@ def run_options(fn):
     fn = click.option("--dry-run", is_flag=True, help="Print the resolved recipe and exit.")(fn)
     fn = click.option("--overwrite", is_flag=True, help="Start over in a run folder that has checkpoints.")(fn)
     fn = click.option("--resume", is_flag=True,
-                      help="Continue from the latest checkpoint with RUN/recipe.yaml (plus --set); "
+                      help="Continue from the newest checkpoint that loads, with RUN/recipe.yaml (plus --set); "
                            "--set train.kimg=<larger> extends the budget.")(fn)
     fn = click.option("--run-dir", type=click.Path(path_type=Path), help="Run folder (default: runs/<name>).")(fn)
     fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -86,6 +86,9 @@ def _run(recipe_path: Path, overrides: tuple[str, ...], run_dir: Path | None, re
 @run_options
 def train(recipe: Path, overrides, run_dir, resume, overwrite, dry_run) -> None:
     """Train a GAN from RECIPE (a YAML file).
+
+    RUN/.lock keeps a second writer out. Ctrl-C or SIGTERM saves a checkpoint and exits with 130 / 143; a
+    NaN or infinite loss or weight stops the run (exit 2) before anything is written from it.
 
     \b
     ganxfer train recipes/mnist_dcgan.yaml --set train.kimg=0.5

@@ -83,15 +83,17 @@ def newest(run_dir: Path) -> str:
 
 @contextmanager
 def faults(run_dir: Path):
-    """Signals outside the loop's step boundary, and storage faults, end the run with one line."""
+    """Signals outside the loop's step boundary, and storage faults in the run folder, end the run with one line."""
     try:
         yield
     except Stop as e:
         raise Interrupted(f"stopped by {signal.Signals(e.signum).name}; {newest(run_dir)}", e.signum) from None
     except OSError as e:
-        message = checkpoint.fault(e, Path(e.filename).parent if e.filename else run_dir)
-        if message is None:
-            raise
+        path = Path(os.path.abspath(e.filename)) if e.filename else None
+        ours = Path(os.path.abspath(run_dir))
+        message = checkpoint.fault(e, path.parent if path else run_dir)
+        if message is None or not (path is None or path in ours.parents or ours in (path, *path.parents)):
+            raise  # not a write into the run folder (e.g. unreadable data): not ours to rephrase
         raise RunError(message) from None
 
 
