@@ -54,33 +54,29 @@ def writing(run: Path) -> bool:
     return folder.is_dir() and any(p.name.startswith((".tmp-", ".old-")) for p in folder.iterdir())
 
 
-def attempt(run: Path, kimg: float, every: float, kill: str | None, duration: float, rng: random.Random) -> str:
-    """One run: ``kill`` None runs to the end; 'random' or 'write' kill it. Returns what happened."""
+def attempt(run: Path, kimg: float, every: float, kill: str | None, delay: float) -> tuple[str, float]:
+    """One run: ``kill`` None runs it to the end; 'random' kills it after ``delay`` s, 'write' during the first
+    checkpoint write or prune it is seen in. Returns what happened and when this process took the lock."""
     resume = has_checkpoint(run)
+    t0 = time.time()
     proc = subprocess.Popen(command(run, kimg, every, resume), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
-    if kill is None:
-        _, err = proc.communicate()
-        if proc.returncode:
-            raise SystemExit(f"the final attempt failed:\n{err[-3000:]}")
-        return "finished"
-    deadline = time.time() + (rng.uniform(0.2, 1.0) * duration if kill == "random" else 10 * duration)
-    armed = False  # for 'write': once this process holds the lock and has cleaned the last attempt's leftovers
-    while time.time() < deadline and proc.poll() is None:
-        if kill == "write":
-            if armed and writing(run):
-                break
-            armed = armed or (str(proc.pid) in lock_text(run) and not writing(run))
-        time.sleep(0.001 if kill == "write" else 0.05)
-    if proc.poll() is not None:  # it finished (or failed) before the kill
+    locked = None  # once this process holds the lock it has also cleaned the last attempt's leftovers
+    while proc.poll() is None:
+        if locked is None and str(proc.pid) in lock_text(run) and not writing(run):
+            locked = time.time() - t0
+        if kill == "random" and time.time() - t0 >= delay or kill == "write" and locked and writing(run):
+            break
+        time.sleep(0.001 if kill == "write" else 0.02)
+    if proc.poll() is not None:  # it finished (or failed) before any kill
         _, err = proc.communicate()
         if proc.returncode:
             raise SystemExit(f"an attempt failed:\n{err[-3000:]}")
-        return "finished before the kill"
+        return "finished", locked or 0.0
     during = writing(run)
     proc.kill()
     proc.communicate()
-    return "killed during a write" if during else "killed"
+    return ("killed during a write" if during else "killed"), locked or 0.0
 
 
 def weights(run: Path) -> dict:
@@ -100,22 +96,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ganxfer-soak-") as tmp:
         reference, soaked = Path(tmp) / "reference", Path(tmp) / "soaked"
         t0 = time.time()
-        attempt(reference, args.kimg, args.every, None, 0, rng)
+        _, startup = attempt(reference, args.kimg, args.every, None, 0)
         duration = time.time() - t0
-        print(f"uninterrupted run: {duration:.1f} s", flush=True)
+        print(f"uninterrupted run: {duration:.1f} s, {startup:.1f} s of it starting up", flush=True)
         kills = writes = attempts = 0
         while kills < args.kills:
             mode = "write" if kills % 2 else "random"
-            what = attempt(soaked, args.kimg, args.every, mode, duration, rng)
+            # random kills fall anywhere from start-up to a share of the training, so that the run lasts N kills
+            delay = rng.uniform(0.5 * startup, startup + 1.5 * (duration - startup) / args.kills)
+            what, _ = attempt(soaked, args.kimg, args.every, mode, delay)
             attempts += 1
-            print(f"attempt {attempts} ({mode}): {what}", flush=True)
-            if what.startswith("finished"):
+            print(f"attempt {attempts} ({mode}{f', {delay:.1f} s' if mode == 'random' else ''}): {what}", flush=True)
+            if what == "finished":
                 break
             kills += 1
             writes += what == "killed during a write"
-        if not (soaked / "generator").is_dir() or kills == args.kills:
+        if kills == args.kills:
             attempts += 1
-            print(f"attempt {attempts}: {attempt(soaked, args.kimg, args.every, None, 0, rng)}", flush=True)
+            print(f"attempt {attempts}: {attempt(soaked, args.kimg, args.every, None, 0)[0]}", flush=True)
         a, b = weights(reference), weights(soaked)
         same = all(a[p].keys() == b[p].keys() and all(a[p][k].equal(b[p][k]) for k in a[p]) for p in a)
     print(f"{kills} kills ({writes} during a checkpoint write or prune), {attempts} attempts: generator and "
