@@ -1,7 +1,9 @@
-"""The one training loop. Every recipe runs through :func:`train`; only this file knows about Accelerate.
+"""The one training loop. Every recipe runs through :func:`train`; Accelerate is driven from here (and from
+the checkpoint and bookkeeping helpers it passes the Accelerator to).
 
-Read it top to bottom: build, (resume), then per iteration ``d_steps`` discriminator steps and one
-generator step, EMA, and the periodic log / sample / checkpoint / evaluation, then export.
+Read it top to bottom: lock the run folder, build, (resume), then per iteration ``d_steps`` discriminator
+steps and one generator step, EMA, a finiteness check every few steps, and the periodic log / sample /
+checkpoint / evaluation, then export. Signals, storage faults and divergence end it with one line.
 """
 
 from __future__ import annotations

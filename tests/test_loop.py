@@ -209,3 +209,10 @@ def test_divergence_before_any_checkpoint_exports_nothing(mnist_env, tmp_path):
     assert res.exit_code == 2 and "training diverged" in res.output and "no checkpoint was written" in res.output
     assert not checkpoints(run) and not (run / "generator").exists() and not (run / "discriminator").exists()
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["000000000.png"]  # the untrained grid only
+
+
+def test_fp16_on_the_cpu_is_refused(mnist_env, tmp_path):
+    res = CliRunner().invoke(main, ["train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "loss.r1_gamma=0",
+                                    "--set", "train.mixed_precision=fp16", "--run-dir", str(tmp_path / "run")])
+    assert res.exit_code == 2 and "fp16 needs a GPU" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "run").exists()
