@@ -15,21 +15,21 @@ MAX_GRID = 1024  # images in one --out .png grid; a folder takes any number
 
 
 class Group(click.Group):
-    """Turns every :class:`GanxferError` and click usage error into ``error: <one line>`` on stderr and exit
-    code 2."""
+    """Turns every :class:`GanxferError` and click usage error into ``error: <one line>`` on stderr and its exit
+    code (2, or 130 / 143 for a run stopped by SIGINT / SIGTERM)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except GanxferError as e:
             click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+            sys.exit(e.exit_code)
         except click.UsageError as e:
             where = e.ctx.command_path if e.ctx is not None else ctx.command_path
             click.echo(f"error: {e.format_message()} (see '{where} --help')", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted; the last checkpoint is intact: continue with --resume", err=True)
+        except KeyboardInterrupt:  # outside a training run, which says itself what it saved
+            click.echo("interrupted", err=True)
             sys.exit(130)
 
 
@@ -51,7 +51,7 @@ def run_options(fn):
     fn = click.option("--dry-run", is_flag=True, help="Print the resolved recipe and exit.")(fn)
     fn = click.option("--overwrite", is_flag=True, help="Start over in a run folder that has checkpoints.")(fn)
     fn = click.option("--resume", is_flag=True,
-                      help="Continue from the latest checkpoint with RUN/recipe.yaml (plus --set); "
+                      help="Continue from the newest checkpoint that loads, with RUN/recipe.yaml (plus --set); "
                            "--set train.kimg=<larger> extends the budget.")(fn)
     fn = click.option("--run-dir", type=click.Path(path_type=Path), help="Run folder (default: runs/<name>).")(fn)
     fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -103,6 +103,9 @@ def check_precision(precision: str) -> None:
 @run_options
 def train(recipe: Path, overrides, run_dir, resume, overwrite, dry_run) -> None:
     """Train a GAN from RECIPE (a YAML file).
+
+    RUN/.lock keeps a second writer out. Ctrl-C or SIGTERM saves a checkpoint and exits with 130 / 143; a
+    NaN or infinite loss or weight stops the run (exit 2) before anything is written from it.
 
     \b
     ganxfer train recipes/mnist_dcgan.yaml --set train.kimg=0.5

@@ -4,6 +4,8 @@
 class GanxferError(Exception):
     """A problem with the user's input or environment, phrased as one line that names the fix."""
 
+    exit_code = 2  # what the CLI exits with (an interrupted run uses 130 / 143)
+
 
 class OptionError(GanxferError):
     """A command-line option whose value cannot be used, phrased as one line."""

@@ -189,9 +189,30 @@ def test_two_processes_with_torchrun(mnist_env, tmp_path):
 def test_divergence_stops_the_run_and_keeps_the_checkpoints(mnist_env, tmp_path):
     run = tmp_path / "run"
     assert cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=0.032", "--run-dir", run).exit_code == 0
-    good = checkpoints(run)
+    files = lambda: {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and "tb" not in p.parts}  # noqa: E731
+    before = files()
     res = CliRunner().invoke(main, ["train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=0.64",
-                                    "--set", "optim.g_lr=1.0e+30", "--set", "optim.d_lr=1.0e+30", "--run-dir",
-                                    str(run), "--resume"])
-    assert res.exit_code == 2 and "training diverged" in res.output and "Traceback" not in res.output
-    assert checkpoints(run) == good
+                                    "--set", "optim.g_lr=1.0e+30", "--run-dir", str(run), "--resume"])
+    errors = [x for x in res.output.splitlines() if x.startswith("error:")]
+    assert res.exit_code == 2 and len(errors) == 1 and "Traceback" not in res.output
+    assert "training diverged" in errors[0] and "newest checkpoint is checkpoints/step-000000000032" in errors[0]
+    after = files()  # recipe.yaml records the resume's --set; checkpoints, exports, samples and log are as they were
+    assert {p: b for p, b in after.items() if p.name != "recipe.yaml"} == \
+        {p: b for p, b in before.items() if p.name != "recipe.yaml"}
+
+
+def test_divergence_before_any_checkpoint_exports_nothing(mnist_env, tmp_path):
+    run = tmp_path / "run"
+    res = CliRunner().invoke(main, ["train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=0.064",
+                                    "--set", "optim.g_lr=1.0e+30", "--set", "optim.d_lr=1.0e+30",
+                                    "--run-dir", str(run)])
+    assert res.exit_code == 2 and "training diverged" in res.output and "no checkpoint was written" in res.output
+    assert not checkpoints(run) and not (run / "generator").exists() and not (run / "discriminator").exists()
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["000000000.png"]  # the untrained grid only
+
+
+def test_fp16_on_the_cpu_is_refused(mnist_env, tmp_path):
+    res = CliRunner().invoke(main, ["train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "loss.r1_gamma=0",
+                                    "--set", "train.mixed_precision=fp16", "--run-dir", str(tmp_path / "run")])
+    assert res.exit_code == 2 and "fp16 needs a GPU" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "run").exists()

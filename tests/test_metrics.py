@@ -28,7 +28,7 @@ def cli(*args, **kw):
 
 
 class FakeClock:
-    """Stands in for the loop's ``time`` module: real time plus whatever the tiny extractor says it took."""
+    """Stands in for the training clock's ``time`` module: real time plus whatever the tiny extractor says it took."""
 
     def __init__(self) -> None:
         self.offset, self.jump = 0.0, 0.0
@@ -206,7 +206,7 @@ def test_in_training_evaluation_logs_kid_and_exports_best(tiny, mnist_data, tmp_
     monkeypatch.setenv("GANXFER_DATA", str(mnist_data.parents[2]))
     monkeypatch.setenv("GANXFER_CACHE", str(tmp_path / "cache"))
     tiny.clock.jump = 1000.0  # each feature batch takes 1000 s on the loop's clock
-    monkeypatch.setattr("ganxfer.loop.time", tiny.clock)
+    monkeypatch.setattr("ganxfer.bookkeeping.time", tiny.clock)
     run = tmp_path / "run"
     res = cli("train", "recipes/mnist_dcgan.yaml", "--set", "data.limit=256", "--set", "data.resolution=32",
               "--set", "generator.ngf=8", "--set", "discriminator.ndf=8", "--set", "train.kimg=0.128",

@@ -88,8 +88,13 @@ def export_model(model: nn.Module, folder: str | Path, role: str) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    safetensors.torch.save_file(state, str(folder / "model.safetensors.tmp"), metadata={"format": "pt"})
-    (folder / "model.safetensors.tmp").replace(folder / "model.safetensors")
+    tmp = folder / "model.safetensors.tmp"
+    try:  # bytes written by Python, so that a full disk is an OSError saying so (not a SafetensorError)
+        tmp.write_bytes(safetensors.torch.save(state, metadata={"format": "pt"}))
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps(config_of(model, role), indent=2, sort_keys=True))
     return folder
 

@@ -1,0 +1,100 @@
+"""The loop's bookkeeping: a loss meter without per-step syncs, a training clock with pauses, and signals.
+
+The counters themselves are :class:`ganxfer.checkpoint.Counters`, since checkpoints save them.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from contextlib import contextmanager
+
+import torch
+from accelerate import Accelerator
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class Meter:
+    """Sums of detached scalar tensors, kept on the device: nothing reaches the host until :meth:`means`
+    (once per log row) or :meth:`health` (every few steps)."""
+
+    def __init__(self, *names: str):
+        self.names = names
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, torch.Tensor | float] = dict.fromkeys(self.names, 0.0)
+        self.counts = dict.fromkeys(self.names, 0)
+
+    def add(self, name: str, value: torch.Tensor) -> None:
+        self.sums[name] = self.sums[name] + value.detach().float()
+        self.counts[name] += 1
+
+    def _stacked(self, acc: Accelerator, *extra: float) -> torch.Tensor:
+        values = [torch.as_tensor(self.sums[n], dtype=torch.float32, device=acc.device) for n in self.names]
+        return torch.stack(values + [torch.tensor(x, device=acc.device) for x in extra])
+
+    def means(self, acc: Accelerator) -> dict[str, float]:
+        """Each name's mean since the last call, averaged over processes (one sync); then reset."""
+        sums = acc.reduce(self._stacked(acc), reduction="mean").tolist()
+        out = {n: s / self.counts[n] for n, s in zip(self.names, sums, strict=True) if self.counts[n]}
+        self.reset()
+        return out
+
+    def health(self, acc: Accelerator, stop: bool) -> tuple[bool, bool]:
+        """(every sum finite on every process, some process asked to stop), in one sync."""
+        sums = acc.reduce(self._stacked(acc, float(stop)), reduction="sum")
+        return bool(sums[:-1].isfinite().all().item()), bool(sums[-1].item() > 0)
+
+
+class Clock:
+    """Training time in seconds: ``start_s`` plus the time elapsed outside :meth:`paused` blocks."""
+
+    def __init__(self, start_s: float = 0.0):
+        self.origin = time.time() - start_s
+
+    def __call__(self) -> float:
+        return time.time() - self.origin
+
+    @contextmanager
+    def paused(self):
+        """Time spent in the block (sampling, evaluation, checkpoints) is not training time."""
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            self.origin += time.time() - t0
+
+
+class Stop(BaseException):
+    """SIGINT or SIGTERM, raised where the signal arrived (outside :attr:`Signals.deferred` stretches)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Signals:
+    """While ``deferred`` is true, SIGINT/SIGTERM only set :attr:`received`, so the loop can stop at the end
+    of a step and save a checkpoint first; otherwise, or on a second signal, they raise :class:`Stop`."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self.deferred = False
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> Signals:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in EXIT_CODES}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if not self.deferred or self.received is not None:
+            raise Stop(signum)
+        self.received = signum

@@ -1,0 +1,48 @@
+"""The loop's meter, clock and signal handling."""
+
+import os
+import signal
+import time
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from ganxfer.bookkeeping import Clock, Meter, Signals, Stop
+
+
+def test_meter_averages_each_name_over_its_own_steps():
+    acc = Accelerator(cpu=True)
+    meter = Meter("loss_d", "loss_g", "r1")
+    for x in (1.0, 2.0, 3.0, 6.0):  # e.g. d_steps=2: four D steps
+        meter.add("loss_d", torch.tensor(x, requires_grad=True) * 1)
+    meter.add("loss_g", torch.tensor(0.5))
+    meter.add("loss_g", torch.tensor(1.5))
+    meter.add("r1", torch.tensor(8.0))  # R1 applied on one D step of four
+    assert meter.health(acc, stop=False) == (True, False)
+    assert meter.means(acc) == {"loss_d": 3.0, "loss_g": 1.0, "r1": 8.0}
+    assert meter.means(acc) == {}  # reset; names without steps are left out
+    meter.add("loss_g", torch.tensor(float("nan")))
+    assert meter.health(acc, stop=True) == (False, True)
+
+
+def test_clock_leaves_out_paused_time():
+    clock = Clock(start_s=10.0)
+    with clock.paused():
+        time.sleep(0.2)
+    assert 10.0 <= clock() < 10.15
+
+
+def test_signals_are_deferred_inside_the_loop_only():
+    with Signals() as signals:
+        with pytest.raises(Stop):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        signals.deferred = True
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+        assert signals.received == signal.SIGINT
+        with pytest.raises(Stop):  # a second signal does not wait
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

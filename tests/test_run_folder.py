@@ -1,0 +1,104 @@
+"""Real processes on one run folder: the lock (a second writer is refused, a dead holder's lock is taken over),
+and SIGINT / SIGTERM (a checkpoint is saved, or the message says truthfully that none exists)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from ganxfer.checkpoint import checkpoints
+from ganxfer.cli import main
+from ganxfer.lock import LockError, RunLock
+
+TINY = ["--set", "data.limit=256", "--set", "data.resolution=32", "--set", "generator.ngf=8",
+        "--set", "discriminator.ndf=8", "--set", "train.batch_size=16", "--set", "train.log_every_kimg=0.032"]
+
+
+def start(run, *extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ganxfer", "train", "recipes/mnist_dcgan.yaml", *TINY,
+                             "--run-dir", str(run), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, proc: subprocess.Popen, seconds: float = 180) -> None:
+    end = time.time() + seconds
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() < end, "timed out"
+        time.sleep(0.1)
+
+
+def holder(run) -> dict:
+    try:
+        return json.loads((run / ".lock").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def test_second_writer_is_refused_and_a_dead_holders_lock_is_taken_over(mnist_data, tmp_path, caplog):
+    run = tmp_path / "run"
+    first = start(run, "--set", "train.kimg=1000")
+    try:
+        wait_for(lambda: holder(run).get("pid") == first.pid, first)
+        assert holder(run)["host"] == socket.gethostname()
+        second = subprocess.run([sys.executable, "-m", "ganxfer", "train", "recipes/mnist_dcgan.yaml", *TINY,
+                                 "--run-dir", str(run), "--overwrite", "--set", "train.kimg=0.016"],
+                                capture_output=True, text=True)
+        errors = [x for x in second.stderr.splitlines() if x.startswith("error:")]
+        assert second.returncode == 2 and len(errors) == 1 and "Traceback" not in second.stderr
+        assert f"in use by another ganxfer run (PID {first.pid} on {socket.gethostname()}" in errors[0]
+        assert first.poll() is None  # the holder trains on
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert holder(run)["pid"] == first.pid  # a killed holder leaves its file, but the kernel dropped its lock
+    res = CliRunner().invoke(main, ["train", "recipes/mnist_dcgan.yaml", *TINY, "--run-dir", str(run),
+                                    "--overwrite", "--set", "train.kimg=0.016"])
+    assert res.exit_code == 0, res.output
+    assert f"left by PID {first.pid}" in caplog.text and "no longer running" in caplog.text
+    assert not (run / ".lock").exists()
+
+
+def test_lock_in_one_process(tmp_path):
+    with RunLock(tmp_path / "run"):
+        assert holder(tmp_path / "run")["pid"] == os.getpid()
+        try:
+            with RunLock(tmp_path / "run"):  # flock is per open file: a second holder is refused here too
+                raise AssertionError("locked twice")
+        except LockError as e:
+            assert f"PID {os.getpid()}" in str(e)
+    assert not (tmp_path / "run" / ".lock").exists()
+    with RunLock(tmp_path / "other", enabled=False):  # a non-main process takes no lock
+        assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize(("sig", "when"), [(signal.SIGTERM, "training"), (signal.SIGINT, "starting")])
+def test_a_signal_saves_a_checkpoint_or_says_none_exists(mnist_data, tmp_path, sig, when):
+    run = tmp_path / "run"
+    proc = start(run, "--set", "train.kimg=1000", "--set", "train.checkpoint_every_kimg=1000")
+    log = run / "metrics.jsonl"
+    if when == "training":
+        wait_for(lambda: log.is_file() and "loss_d" in log.read_text(), proc)
+    else:  # the lock is the first thing a run takes: setup has barely begun
+        wait_for(lambda: holder(run).get("pid") == proc.pid, proc)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[sig], stderr[-2000:]
+    errors = [x for x in stderr.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in stderr and f"stopped by {sig.name}" in errors[0]
+    saved = checkpoints(run)
+    if "saved checkpoints/" in errors[0]:  # the message names the checkpoint that exists
+        assert [f"checkpoints/{p.name}" for p in saved] == [errors[0].split("saved ")[1].split(":")[0]]
+        seen = json.loads((saved[0] / "trainer.json").read_text())["images_seen"]
+        res = CliRunner().invoke(main, ["train", "recipes/mnist_dcgan.yaml", *TINY, "--run-dir", str(run),
+                                        "--resume", "--set", f"train.kimg={(seen + 16) / 1000}"])
+        assert res.exit_code == 0, res.output
+    else:
+        assert "no checkpoint was written" in errors[0] and saved == []
+        assert when == "starting"
+    assert not (run / ".lock").exists()
