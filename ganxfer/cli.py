@@ -212,6 +212,28 @@ def plot(runs: tuple[Path, ...], out: Path) -> None:
 
 
 @main.command()
+@click.argument("source")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port to serve on [default: 7860, or the next free one].")
+@click.option("--share", is_flag=True, help="Also open a temporary public gradio.live link.")
+@click.option("--device", default=None, help="torch device (default: cuda if available).")
+def demo(source: str, port: int | None, share: bool, device: str | None) -> None:
+    """Serve a demo page of SOURCE in the browser: seed grids, interpolations, a latent scale, downloads.
+
+    SOURCE is a generator as for `sample`. The page states what the model card records (images seen,
+    KID/FID). Needs Gradio: pip install 'ganxfer[demo]'.
+
+    \b
+    ganxfer demo dcgan-mnist-64
+    ganxfer demo runs/anime_from_mnist --port 8080
+    ganxfer demo someone/anime-gan --share
+    """
+    from ganxfer.demo import launch
+
+    launch(source, port=port, share=share, device=device)
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 def backbones(as_json: bool) -> None:
     """List the timm backbones verified for discriminator.kind=projected.
