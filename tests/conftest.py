@@ -62,6 +62,20 @@ def gradio():
     return gradio
 
 
+@pytest.fixture
+def wandb_offline(tmp_path, monkeypatch) -> Path:
+    """Weights & Biases in offline mode, writing only under the test's folder; the folder its runs land in."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        missing("wandb is not installed: pip install -e '.[test]'")
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    return tmp_path / "wandb-home" / "wandb"
+
+
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """A Chromium executable for Playwright: $GANXFER_CHROMIUM, else chromium on PATH (apt-get install chromium)."""
