@@ -35,6 +35,7 @@ def main() -> None:
     ganxfer train recipes/mnist_dcgan.yaml --set train.kimg=0.5
     ganxfer finetune recipes/anime_from_mnist.yaml
     ganxfer sample runs/mnist_dcgan --num 64 --out grid.png
+    ganxfer demo dcgan-mnist-64
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
