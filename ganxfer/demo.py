@@ -105,13 +105,19 @@ class Studio:
         z = slerp(latents(seed_a, 1, dim)[0], latents(seed_b, 1, dim)[0], torch.linspace(0, 1, count))
         return [to_image(x * 0.5 + 0.5) for x in self._images(z * scale).clamp(-1, 1)]
 
+    def _path(self, name: str, keep: int = 100) -> Path:
+        """Where to write ``name``; only the ``keep`` newest files stay (Gradio serves its own copies)."""
+        for old in sorted(self.out.iterdir(), key=lambda p: p.stat().st_mtime)[:-keep]:
+            old.unlink(missing_ok=True)
+        return self.out / name
+
     def save(self, image: Image.Image, name: str) -> Path:
-        path = self.out / name
+        path = self._path(name)
         image.save(path)
         return path
 
     def save_gif(self, frames: list[Image.Image], name: str, ms: int = 100) -> Path:
-        path = self.out / name
+        path = self._path(name)
         frames[0].save(path, save_all=True, append_images=frames[1:], duration=ms, loop=0, disposal=1)
         return path
 
@@ -252,4 +258,11 @@ def launch(source: str, port: int | None = None, share: bool = False, device: st
     import logging
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests are no news
-    build_demo(source, device).launch(server_port=port, share=share)
+    page = build_demo(source, device)
+    try:
+        page.launch(server_port=port, share=share)
+    except OSError as e:
+        if "empty port" not in str(e):
+            raise
+        raise DemoError(f"port {port} is taken; pick another with --port" if port else
+                        "no free port from 7860 on (GRADIO_SERVER_PORT); pick one with --port") from None

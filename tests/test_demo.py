@@ -114,6 +114,17 @@ def test_demo_of_an_unknown_source_is_one_line(gradio):
     assert res.exit_code == 2 and "'no-such-model' is not a local path" in res.output
 
 
+def test_a_taken_port_is_one_line(gradio):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "ganxfer", "demo", MODEL, "--port", str(port)],
+                              capture_output=True, text=True, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: port {port} is taken; pick another with --port"
+
+
 # --- the page in a real browser ------------------------------------------------------------------------------
 
 
