@@ -155,7 +155,7 @@ def server(gradio):
 
 
 @pytest.fixture(scope="module")
-def page(server, chromium):
+def page(chromium, server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -4,6 +4,7 @@ run file, and the one-line refusals. TensorBoard's own test is in test_loop.py."
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,25 @@ def wandb_records(path: Path) -> list:
     return records
 
 
+def finished(run_file: Path, timeout: float = 60) -> list:
+    """The run file's records once W&B's service has written its exit record (it writes after finish() returns)."""
+    import wandb
+    from google.protobuf.message import DecodeError
+
+    wandb.teardown()  # stops the service, which flushes and closes the run file
+    deadline = time.time() + timeout
+    while True:
+        try:
+            records = wandb_records(run_file)
+            if any(r.WhichOneof("record_type") == "exit" for r in records):
+                return records
+        except DecodeError:  # a record still being written
+            pass
+        if time.time() > deadline:
+            pytest.fail(f"{run_file} has no exit record after {timeout:g} s")
+        time.sleep(0.2)
+
+
 def test_wandb_offline_gets_scalars_grids_and_the_recipe(mnist_data, wandb_offline, tmp_path, monkeypatch):
     monkeypatch.setenv("GANXFER_DATA", str(mnist_data.parents[2]))
     res = CliRunner().invoke(main, ["train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=0.032",
@@ -48,7 +68,7 @@ def test_wandb_offline_gets_scalars_grids_and_the_recipe(mnist_data, wandb_offli
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     (run_file,) = wandb_offline.glob("offline-run-*/run-*.wandb")
-    records = wandb_records(run_file)
+    records = finished(run_file)
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     assert run.project == "mnist_dcgan"  # Accelerate names the W&B project after the run
     config = {i.key: json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "config"
