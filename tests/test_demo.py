@@ -102,11 +102,10 @@ def test_facts_come_from_the_card_or_the_run(studio, tmp_path):
     assert "Images seen: not recorded. KID/FID: not evaluated." in facts(Studio(str(run), "cpu"))
 
 
-def test_demo_without_gradio_is_one_line():
-    code = "import sys; sys.modules['gradio'] = None; from ganxfer.cli import main; main()"
-    proc = subprocess.run([sys.executable, "-c", code, "demo", MODEL], capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: the demo needs Gradio: pip install 'ganxfer[demo]'"
+def test_demo_without_gradio_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # what `import gradio` meets when it is not installed
+    res = CliRunner().invoke(main, ["demo", MODEL])
+    assert res.exit_code == 2 and res.output == "error: the demo needs Gradio: pip install 'ganxfer[demo]'\n"
 
 
 def test_demo_of_an_unknown_source_is_one_line(gradio):
@@ -114,15 +113,14 @@ def test_demo_of_an_unknown_source_is_one_line(gradio):
     assert res.exit_code == 2 and "'no-such-model' is not a local path" in res.output
 
 
-def test_a_taken_port_is_one_line(gradio):
+def test_a_taken_port_is_one_line(gradio, monkeypatch):
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")  # no machine here reaches Gradio's servers
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = subprocess.run([sys.executable, "-m", "ganxfer", "demo", MODEL, "--port", str(port)],
-                              capture_output=True, text=True, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == f"error: port {port} is taken; pick another with --port"
+        res = CliRunner().invoke(main, ["demo", MODEL, "--port", str(port), "--device", "cpu"])
+    assert res.exit_code == 2 and res.output == f"error: port {port} is taken; pick another with --port\n"
 
 
 # --- the page in a real browser ------------------------------------------------------------------------------
