@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,8 +191,29 @@ def _evaluation(info: RunInfo, repo_id: str) -> list[str]:
     return lines
 
 
-def model_card(repo_id: str, config: dict, info: RunInfo, files: list[str], license: str = "apache-2.0") -> ModelCard:
-    """The README.md of a pushed generator: Hub metadata, what it is, three-line usage, training, metrics, grid."""
+def card_facts(text: str) -> dict:
+    """What a card written by :func:`model_card` records: ``images_seen`` and the last evaluation row
+    (``kimg``, ``fid``, ``kid_mean``, ``kid_std``), each only when stated."""
+    facts: dict = {}
+    seen = re.search(r"^\| images seen \| ([\d,]+) ", text, re.M)
+    if seen:
+        facts["images_seen"] = int(seen.group(1).replace(",", ""))
+    section = text.partition("\n## Evaluation\n")[2].partition("\n## ")[0]
+    rows = re.findall(r"^\| ([^|]+) \| ([^|]+) \| ([^|±]+?)(?: ± ([^|]+))? \|$", section, re.M)
+    for kimg, fid, kid, kid_std in rows[-1:]:
+        if not re.fullmatch(r"[\d.e+-]+", kimg):
+            break  # the header row: nothing evaluated
+        facts["kimg"] = float(kimg)
+        for key, value, unit in (("fid", fid, 1), ("kid_mean", kid, 1e-3), ("kid_std", kid_std, 1e-3)):
+            if re.fullmatch(r"[\d.e+-]+", value.strip()):
+                facts[key] = float(value) * unit
+    return facts
+
+
+def model_card(repo_id: str, config: dict, info: RunInfo, files: list[str], license: str = "apache-2.0",
+               space: str | None = None) -> ModelCard:
+    """The README.md of a pushed generator: Hub metadata, what it is, three-line usage, training, metrics, grid;
+    with ``space``, a link to its demo Space."""
     usage = ["```python", "import ganxfer  # pip install ganxfer", f'generator = ganxfer.load_generator("{repo_id}")',
              f"images = generator.sample(16, seed=0)  # (16, {config.get('channels', 3)}, {config.get('resolution')}, "
              f"{config.get('resolution')}) tensor in [-1, 1]", "```", "",
@@ -199,7 +221,9 @@ def model_card(repo_id: str, config: dict, info: RunInfo, files: list[str], lice
     if any(f.startswith("discriminator/") for f in files):
         usage += ["", f"`discriminator/` holds the discriminator it was trained against: a recipe can warm-start "
                       f"both with `generator.init: {repo_id}` and `discriminator.init: {repo_id}`."]
-    body = [f"# {repo_id.split('/')[-1]}", "", _describe(config, info), "", f"![Sample grid]({SAMPLES})", "",
+    demo = [f"Try it in the browser: [{space}](https://huggingface.co/spaces/{space}), a Gradio demo "
+            "(`ganxfer demo`) with seed grids, interpolations and a latent scale.", ""] if space else []
+    body = [f"# {repo_id.split('/')[-1]}", "", _describe(config, info), "", f"![Sample grid]({SAMPLES})", "", *demo,
             "## Usage", "", *usage, "", "## Training", "", *_training(info, "recipe.yaml" in files), "",
             "## Evaluation", "", *_evaluation(info, repo_id), "", "## Files", "",
             *[f"- `{f}`" for f in files], ""]
@@ -250,8 +274,9 @@ def _copy_model(folder: Path, out: Path, root: Path) -> None:
 
 
 def build_upload(source: str, repo_id: str, out: Path, with_discriminator: bool = False,
-                 license: str = "apache-2.0", hardware: str | None = None) -> list[str]:
-    """Write the exact folder ``ganxfer push`` uploads into ``out``; return its files, relative and sorted."""
+                 license: str = "apache-2.0", hardware: str | None = None, space: str | None = None) -> list[str]:
+    """Write the exact folder ``ganxfer push`` uploads into ``out``; return its files, relative and sorted.
+    ``space``: the card links to this Hub Space."""
     generator = resolve(source, "generator")
     load_model(generator, "generator")  # strict: refuse to publish weights that do not match their config
     discriminator = None
@@ -273,5 +298,5 @@ def build_upload(source: str, repo_id: str, out: Path, with_discriminator: bool 
         _copy(run / "recipe.yaml", out / "recipe.yaml", root)
     _grid(run, generator, info, out / SAMPLES, root)
     files = sorted([p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()] + ["README.md"])
-    model_card(repo_id, read_config(generator), info, files, license).save(out / "README.md")
+    model_card(repo_id, read_config(generator), info, files, license, space).save(out / "README.md")
     return files

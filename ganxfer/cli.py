@@ -42,6 +42,7 @@ def main() -> None:
     ganxfer train recipes/mnist_dcgan.yaml --set train.kimg=0.5
     ganxfer finetune recipes/anime_from_mnist.yaml
     ganxfer sample runs/mnist_dcgan --num 64 --out grid.png
+    ganxfer demo dcgan-mnist-64
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -239,6 +240,28 @@ def plot(runs: tuple[Path, ...], out: Path) -> None:
 
 
 @main.command()
+@click.argument("source")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port to serve on [default: 7860, or the next free one].")
+@click.option("--share", is_flag=True, help="Also open a temporary public gradio.live link.")
+@click.option("--device", default=None, help="torch device (default: cuda if available).")
+def demo(source: str, port: int | None, share: bool, device: str | None) -> None:
+    """Serve a demo page of SOURCE in the browser: seed grids, interpolations, a latent scale, downloads.
+
+    SOURCE is a generator as for `sample`. The page states what the model card records (images seen,
+    KID/FID). Needs Gradio: pip install 'ganxfer[demo]'.
+
+    \b
+    ganxfer demo dcgan-mnist-64
+    ganxfer demo runs/anime_from_mnist --port 8080
+    ganxfer demo someone/anime-gan --share
+    """
+    from ganxfer.demo import launch
+
+    launch(source, port=port, share=share, device=device)
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 def backbones(as_json: bool) -> None:
     """List the timm backbones verified for discriminator.kind=projected.
@@ -270,22 +293,30 @@ def backbones(as_json: bool) -> None:
               help="Write the exact folder that would be uploaded into this (new or empty) folder; no network.")
 @click.option("--license", "license_", default="apache-2.0", show_default=True, help="License in the model card.")
 @click.option("--hardware", help="Hardware line of the model card (default: what the run recorded).")
+@click.option("--space", metavar="SPACE_ID", help="Also write a Gradio Space (owner/name) serving `ganxfer demo` "
+                                                   "of REPO_ID; the model card links to it.")
 def push(source: str, repo_id: str, private: bool, revision: str | None, with_discriminator: bool,
-         dry_run: Path | None, license_: str, hardware: str | None) -> None:
+         dry_run: Path | None, license_: str, hardware: str | None, space: str | None) -> None:
     """Upload SOURCE (a run folder or exported generator) to the Hub as REPO_ID (owner/name).
 
     The repo gets config.json + model.safetensors (the generator, loadable as `ganxfer sample REPO_ID`),
     recipe.yaml, samples.png and a generated model card (README.md); --with-discriminator adds
-    discriminator/. Log in first with `hf auth login`.
+    discriminator/. --space adds a Space: app.py (the demo of REPO_ID), requirements.txt (this ganxfer)
+    and a README with sdk: gradio; with --dry-run DIR the two folders go to DIR/model and DIR/space.
+    Log in first with `hf auth login`.
 
     \b
     ganxfer push runs/anime_dcgan someone/anime-gan --dry-run out/
     ganxfer sample out/ --num 16 --out check.png
     ganxfer push runs/anime_dcgan someone/anime-gan --with-discriminator --private
     ganxfer push runs/anime_dcgan someone/anime-gan --revision kimg-200
+    ganxfer push runs/anime_dcgan someone/anime-gan --space someone/anime-gan-demo
+    GANXFER_MODEL=out/model python out/space/app.py     # after --dry-run out/ --space ...: the Space, locally
     """
     from ganxfer.hub import push as push_to_hub
 
     where = push_to_hub(source, repo_id, private=private, revision=revision, with_discriminator=with_discriminator,
-                        dry_run_dir=dry_run, license=license_, hardware=hardware)
+                        dry_run_dir=dry_run, license=license_, hardware=hardware, space=space)
+    if dry_run:
+        where = f"{where}/model and the Space {where}/space" if space else where
     click.echo(f"wrote the upload folder {where}" if dry_run else f"pushed {source} to {where}")

@@ -343,35 +343,56 @@ def _image_suffix(data: bytes, path: str | None) -> str:
 
 def push(source: str, repo_id: str, private: bool = False, revision: str | None = None,
          with_discriminator: bool = False, dry_run_dir: str | Path | None = None, license: str = "apache-2.0",
-         hardware: str | None = None) -> str:
-    """Upload ``source``'s generator (and discriminator), recipe, sample grid and model card to ``repo_id``.
+         hardware: str | None = None, space: str | None = None) -> str:
+    """Upload ``source``'s generator (and discriminator), recipe, sample grid and model card to ``repo_id``; with
+    ``space``, also a Gradio Space serving its demo, linked from the card.
 
-    With ``dry_run_dir`` the exact upload folder is written there and nothing touches the network. Returns
-    the repo URL, or the dry-run folder.
+    With ``dry_run_dir`` the exact upload folder is written there (with ``space``: ``model/`` and ``space/`` in
+    it) and nothing touches the network. Returns the repo URL (and the Space's), or the dry-run folder.
     """
     from ganxfer.card import build_upload
+    from ganxfer.space import build_space
 
     if parse_hub_id(repo_id) is None or "@" in repo_id:
         raise PushError(f"REPO_ID '{repo_id}' must be owner/name; pass a branch with --revision")
+    if space is not None and (parse_hub_id(space) is None or "@" in space):
+        raise PushError(f"--space '{space}' must be owner/name, the id of a Space")
+    model = f"{repo_id}{_at(revision)}"  # what the Space loads
+
+    def write(out: Path) -> tuple[Path, list[str]]:
+        folder = out / "model" if space else out
+        files = build_upload(source, repo_id, folder, with_discriminator, license, hardware, space)
+        if space:
+            build_space(model, space, out / "space")
+        return folder, files
+
     if dry_run_dir is not None:
         out = Path(dry_run_dir)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise PushError(f"--dry-run {out} already exists and is not an empty folder; pick a new folder")
-        build_upload(source, repo_id, out, with_discriminator, license, hardware)
+        write(out)
         return str(out)
     if hub_offline():
         raise PushError(f"HF_HUB_OFFLINE=1 forbids uploading to {repo_id}; unset it to push, "
                         "or write the folder with --dry-run DIR")
     with tempfile.TemporaryDirectory(prefix="ganxfer-push-") as tmp:
-        files = build_upload(source, repo_id, Path(tmp) / "upload", with_discriminator, license, hardware)
+        folder, files = write(Path(tmp) / "upload")
         api = HfApi(library_name="ganxfer", library_version=__version__)
+        target = repo_id
         try:
             url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
             if revision:
                 api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
-            api.upload_folder(repo_id=repo_id, folder_path=Path(tmp) / "upload", repo_type="model",
+            api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type="model",
                               revision=revision, commit_message=f"Upload ganxfer generator ({len(files)} files)")
+            if space:
+                target = space
+                space_url = api.create_repo(space, private=private, exist_ok=True, repo_type="space",
+                                            space_sdk="gradio")
+                api.upload_folder(repo_id=space, folder_path=Path(tmp) / "upload" / "space", repo_type="space",
+                                  commit_message=f"ganxfer demo of {model}")
         except NETWORK_ERRORS as e:
-            raise PushError(f"push to {repo_id} failed: {str(e).splitlines()[0]} "
+            raise PushError(f"push to {target} failed: {str(e).splitlines()[0]} "
                             "(log in with `hf auth login` using a token that can write)") from None
-    return f"{url}/tree/{revision}" if revision else str(url)
+    where = f"{url}/tree/{revision}" if revision else str(url)
+    return f"{where} (Space: {space_url})" if space else where

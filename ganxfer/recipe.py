@@ -366,12 +366,16 @@ def check(recipe: Recipe, source: str = "recipe") -> Recipe:
         raise RecipeError(f"{source}: loss.r1_gamma with train.mixed_precision=fp16 would take R1's gradient "
                           "without loss scaling; use train.mixed_precision=bf16, or loss.r1_gamma=0")
     if recipe.train.log_with != ["tensorboard"]:
+        from accelerate.tracking import get_available_trackers
         from accelerate.utils import LoggerType
 
-        known = [t.value for t in LoggerType]
+        known, installed = [t.value for t in LoggerType], {LoggerType(t).value for t in get_available_trackers()}
         for name in recipe.train.log_with:
             if name not in known:
                 raise RecipeError(f"{source}: train.log_with: unknown tracker {name!r}; use any of {', '.join(known)}")
+            if name not in installed:  # Accelerate would drop it without a word
+                raise RecipeError(f"{source}: train.log_with: the {name} tracker is not installed; "
+                                  f"pip install {name}, or leave it out")
     return recipe
 
 

@@ -1,9 +1,10 @@
-"""Shared fixtures. Asset fixtures skip with a reason when the shared assets are not configured;
-with GANXFER_REQUIRE_ASSETS=1 (set by .ci/run) a missing asset fails the test instead."""
+"""Shared fixtures. Asset fixtures (and the browser's) skip with a reason when the shared assets (Chromium,
+Gradio, Playwright) are not there; with GANXFER_REQUIRE_ASSETS=1 (set by .ci/run) they fail the test instead."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,18 @@ LITE0 = "models--timm--tf_efficientnet_lite0.in1k"
 INCEPTION = "hub/checkpoints/weights-inception-2015-12-05-6726825d.pth"
 
 
+def missing(msg: str) -> None:
+    """Skip with ``msg``; under GANXFER_REQUIRE_ASSETS=1 (CI) fail with it, since CI must run everything."""
+    if os.environ.get("GANXFER_REQUIRE_ASSETS"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
 def _asset(var: str, sub: str, what: str) -> Path:
     base = os.environ.get(var)
     path = Path(base) / sub if base else None
     if path is None or not path.exists():
-        msg = f"{what} not found: set {var} (source ../shared/env.sh)"
-        if os.environ.get("GANXFER_REQUIRE_ASSETS"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing(f"{what} not found: set {var} (source ../shared/env.sh)")
     return path
 
 
@@ -45,6 +50,43 @@ def lite0_cache() -> Path:
 def inception_weights() -> Path:
     """torch-fidelity's Inception-v3 FID weights under TORCH_HOME."""
     return _asset("TORCH_HOME", INCEPTION, "Inception FID weights")
+
+
+@pytest.fixture(scope="session")
+def gradio():
+    """The Gradio package (the demo extra)."""
+    try:
+        import gradio
+    except ImportError:
+        missing("gradio is not installed: pip install -e '.[test]' (it includes the demo extra)")
+    return gradio
+
+
+@pytest.fixture
+def wandb_offline(tmp_path, monkeypatch) -> Path:
+    """Weights & Biases in offline mode, writing only under the test's folder; the folder its runs land in."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        missing("wandb is not installed: pip install -e '.[test]'")
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    return tmp_path / "wandb-home" / "wandb"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """A Chromium executable for Playwright: $GANXFER_CHROMIUM, else chromium on PATH (apt-get install chromium)."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing("playwright is not installed: pip install -e '.[test]'")
+    path = os.environ.get("GANXFER_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        missing("no Chromium for the browser test: apt-get install chromium, or set GANXFER_CHROMIUM")
+    return path
 
 
 @pytest.fixture

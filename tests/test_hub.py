@@ -21,7 +21,7 @@ from PIL import Image
 
 import ganxfer
 from ganxfer import hub
-from ganxfer.card import build_upload
+from ganxfer.card import build_upload, card_facts
 from ganxfer.cli import main
 from ganxfer.data import load_data
 from ganxfer.nets import ModelFormatError, export_model, load_model
@@ -246,6 +246,16 @@ def test_card_of_an_exported_folder_renders_a_grid(tmp_path):
     card = ModelCard.load(tmp_path / "out" / "README.md")
     assert "base_model" not in card.data.to_dict() and "Not evaluated yet" in card.text
     assert Image.open(tmp_path / "out" / "samples.png").size == (8 * 33 + 1,) * 2  # 64 images, 8x8 grid
+
+
+def test_card_facts_read_back_what_the_card_states(tmp_path):
+    build_upload(str(make_run(tmp_path)), "someone/anime-gan", tmp_path / "out")
+    facts = card_facts((tmp_path / "out" / "README.md").read_text())
+    assert facts == {"images_seen": 128, "kimg": 0.128, "fid": 45.68, "kid_mean": pytest.approx(0.0123),
+                     "kid_std": pytest.approx(0.0004)}
+    export_model(small_g(), tmp_path / "g", "generator")
+    build_upload(str(tmp_path / "g"), "someone/plain", tmp_path / "plain")
+    assert card_facts((tmp_path / "plain" / "README.md").read_text()) == {}
 
 
 def test_push_with_the_network_edge_mocked(tmp_path, monkeypatch):

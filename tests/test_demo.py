@@ -1,0 +1,251 @@
+"""The demo page: its arithmetic on the bundled generator, its one-line errors, and the page itself in headless
+Chromium (``-m browser``), served by a real ``ganxfer demo dcgan-mnist-64`` process."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from torchvision.transforms.functional import to_pil_image
+from torchvision.utils import make_grid
+
+from ganxfer.cli import main
+from ganxfer.demo import (
+    MAX_COUNT,
+    MAX_FRAMES,
+    PAD,
+    DemoInputError,
+    Studio,
+    check_int,
+    check_scale,
+    facts,
+    parse_seed,
+    strip,
+)
+from ganxfer.hub import load_generator
+
+MODEL = "dcgan-mnist-64"
+
+
+@pytest.fixture(scope="module")
+def studio() -> Studio:
+    return Studio(MODEL, "cpu")
+
+
+def pixels(image: Image.Image | bytes) -> np.ndarray:
+    return np.asarray((Image.open(io.BytesIO(image)) if isinstance(image, bytes) else image).convert("L"), np.int16)
+
+
+def test_grid_is_what_sample_draws(studio):
+    """At scale 1 the grid of a seed is `ganxfer sample --seed`'s images; scale 0 draws z = 0 in every cell."""
+    images = load_generator(MODEL).sample(9, seed=3)
+    expected = to_pil_image(make_grid(images, nrow=3, padding=PAD, normalize=True, value_range=(-1, 1)))
+    grid = studio.grid(3, 9)
+    assert grid.size == (3 * (64 + PAD) + PAD,) * 2
+    assert np.array_equal(pixels(grid), pixels(expected))
+    assert not np.array_equal(pixels(studio.grid(4, 9)), pixels(grid))
+    flat = pixels(studio.grid(3, 4, scale=0.0))
+    cells = [flat[PAD + r * 66:PAD + r * 66 + 64, PAD + c * 66:PAD + c * 66 + 64] for r in (0, 1) for c in (0, 1)]
+    assert all(np.array_equal(cells[0], cell) for cell in cells) and cells[0].std() > 0
+
+
+def test_interpolation_runs_from_seed_a_to_seed_b(studio, tmp_path):
+    frames = studio.frames(5, 6, 7)
+    assert len(frames) == 7 and frames[0].size == (64, 64)
+    first_of = lambda seed: pixels(studio.grid(seed, 1))[PAD:-PAD, PAD:-PAD]  # noqa: E731
+    assert np.abs(pixels(frames[0]) - first_of(5)).max() <= 1
+    assert np.abs(pixels(frames[-1]) - first_of(6)).max() <= 1
+    assert strip(frames).size == (7 * (64 + PAD) + PAD, 64 + 2 * PAD)
+    gif = Image.open(studio.save_gif(frames, "x.gif"))
+    assert gif.n_frames == 7 and gif.info["loop"] == 0
+
+
+def test_inputs_are_checked():
+    assert parse_seed(" 42 ") == 42 and parse_seed(7) == 7 and parse_seed(2**63 - 1) == 2**63 - 1
+    for bad in ("abc", "1.5", "-1", "", None, str(2**63), 1.5):
+        with pytest.raises(DemoInputError, match="whole number"):
+            parse_seed(bad)
+    assert check_int(64, "count", 1, MAX_COUNT) == 64
+    with pytest.raises(DemoInputError, match="from 1 to 64 .this server's limit., not 65"):
+        check_int(65, "count", 1, MAX_COUNT)
+    with pytest.raises(DemoInputError, match="whole number"):
+        check_int(2.5, "frames", 2, MAX_FRAMES)
+    with pytest.raises(DemoInputError, match="latent scale"):
+        check_scale(2.5)
+
+
+def test_facts_come_from_the_card_or_the_run(studio, tmp_path):
+    text = facts(studio)
+    assert "64×64 grayscale" in text and "160,000 images (160 kimg)" in text
+    assert "KID ×10³ 276.56 and FID 217.29 at 160 kimg" in text
+    run = tmp_path / "run"  # a run folder: its own metrics.jsonl, no card
+    (run / "generator").mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (run / "generator" / name).write_bytes((studio.folder / name).read_bytes())
+    (run / "metrics.jsonl").write_text(json.dumps({"kimg": 0.5, "loss_d": 1.0}) + "\n"
+                                       + json.dumps({"kimg": 0.5, "kid_mean": 0.0123}) + "\n")
+    text = facts(Studio(str(run), "cpu"))
+    assert "500 images (0.5 kimg)" in text and "KID ×10³ 12.30 at 0.5 kimg" in text and "FID" not in text
+    (run / "metrics.jsonl").unlink()
+    assert "Images seen: not recorded. KID/FID: not evaluated." in facts(Studio(str(run), "cpu"))
+
+
+def test_demo_without_gradio_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # what `import gradio` meets when it is not installed
+    res = CliRunner().invoke(main, ["demo", MODEL])
+    assert res.exit_code == 2 and res.output == "error: the demo needs Gradio: pip install 'ganxfer[demo]'\n"
+
+
+def test_demo_of_an_unknown_source_is_one_line(gradio):
+    res = CliRunner().invoke(main, ["demo", "no-such-model"])
+    assert res.exit_code == 2 and "'no-such-model' is not a local path" in res.output
+
+
+def test_a_taken_port_is_one_line(gradio, monkeypatch):
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")  # no machine here reaches Gradio's servers
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = CliRunner().invoke(main, ["demo", MODEL, "--port", str(port), "--device", "cpu"])
+    assert res.exit_code == 2 and res.output == f"error: port {port} is taken; pick another with --port\n"
+
+
+# --- the page in a real browser ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(gradio):
+    """``ganxfer demo dcgan-mnist-64`` on a free port, as a user starts it; its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(Path(__file__).parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "ganxfer", "demo", MODEL, "--port", str(port), "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    url, deadline = f"http://127.0.0.1:{port}/", time.time() + 120
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=5)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    proc.kill()
+                    pytest.fail(f"ganxfer demo did not start: {proc.stdout.read()[-2000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def page(chromium, server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.set_default_timeout(60_000)
+        page.goto(server)
+        page.wait_for_selector("#generate")
+        yield page
+        browser.close()
+
+
+def run(page, button: str, status: str, fields: dict[str, str], expect: str) -> str:
+    """Fill the fields, click, and wait until the status line says ``expect``; return the status text."""
+    from playwright.sync_api import expect as pw_expect
+
+    for selector, value in fields.items():
+        page.fill(f"{selector} textarea, {selector} input", value)
+    page.click(button)
+    pw_expect(page.locator(status)).to_contain_text(expect)
+    return page.inner_text(status)
+
+
+def shown(page, selector: str) -> bytes:
+    """The bytes of the image the page shows in ``selector``, fetched as the browser does."""
+    img = page.locator(f"{selector} img").first
+    img.wait_for()
+    page.wait_for_function("e => e.complete && e.naturalWidth > 0", arg=img.element_handle())
+    return page.request.get(img.get_attribute("src")).body()
+
+
+@pytest.mark.browser
+def test_page_loads_with_the_card_facts(page):
+    assert "ganxfer demo: dcgan-mnist-64" in page.title()
+    facts_text = page.inner_text("#facts")
+    assert "160,000 images" in facts_text and "FID 217.29" in facts_text
+    assert page.locator("#seed textarea").input_value() == "0"
+
+
+@pytest.mark.browser
+def test_generate_shows_the_seeds_grid(page, tmp_path):
+    run(page, "#generate", "#grid-status", {"#seed": "1", "#count": "16"}, "16 image(s) of seed 1")
+    one = shown(page, "#grid")
+    assert Image.open(io.BytesIO(one)).size == (4 * (64 + PAD) + PAD,) * 2  # 266 x 266
+    expected = to_pil_image(make_grid(load_generator(MODEL).sample(16, seed=1), nrow=4, padding=PAD,
+                                      normalize=True, value_range=(-1, 1)))
+    assert np.abs(pixels(one) - pixels(expected)).max() <= 1  # what `ganxfer sample --seed 1` draws
+    link = page.locator("#grid-file a").first
+    assert link.get_attribute("download") == "grid-seed1-n16-scale1.png"
+    assert pixels(page.request.get(link.get_attribute("href")).body()).shape == pixels(one).shape
+    if os.environ.get("GANXFER_SCREENSHOT"):  # the README's picture: GANXFER_SCREENSHOT=docs/demo.png
+        page.screenshot(path=os.environ["GANXFER_SCREENSHOT"], full_page=True)
+    run(page, "#generate", "#grid-status", {"#seed": "2"}, "of seed 2")
+    two = shown(page, "#grid")
+    run(page, "#generate", "#grid-status", {"#seed": "1"}, "of seed 1")
+    again = shown(page, "#grid")
+    assert not np.array_equal(pixels(one), pixels(two))
+    assert np.array_equal(pixels(one), pixels(again))
+
+
+@pytest.mark.browser
+def test_interpolation_returns_the_frames_asked_for(page):
+    page.get_by_role("tab", name="Interpolation").click()
+    run(page, "#interpolate", "#interp-status", {"#seed-a": "3", "#seed-b": "4", "#frames": "5"},
+        "5 frames from seed 3 to seed 4")
+    assert Image.open(io.BytesIO(shown(page, "#strip"))).size == (5 * (64 + PAD) + PAD, 64 + 2 * PAD)
+    gif = Image.open(io.BytesIO(shown(page, "#gif")))
+    assert gif.format == "GIF" and gif.n_frames == 5
+    names = [a.get_attribute("download") for a in page.locator("#interp-files a").all()]
+    assert names == ["interp-3-4-f5-scale1.png", "interp-3-4-f5-scale1.gif"]
+    page.get_by_role("tab", name="Grid").click()
+
+
+@pytest.mark.browser
+def test_limits_are_enforced_on_the_server(page, server):
+    run(page, "#generate", "#grid-status", {"#seed": "0", "#count": str(MAX_COUNT + 1)},
+        f"Error: count must be from 1 to {MAX_COUNT} (this server's limit), not {MAX_COUNT + 1}")
+    assert page.locator("#grid img").count() == 0
+    run(page, "#generate", "#grid-status", {"#seed": "seven", "#count": "4"},
+        "Error: seed must be a whole number from 0 to 2^63-1, not 'seven'")
+    page.get_by_role("tab", name="Interpolation").click()
+    run(page, "#interpolate", "#interp-status", {"#frames": str(MAX_FRAMES + 1)},
+        f"Error: frames must be from 2 to {MAX_FRAMES} (this server's limit), not {MAX_FRAMES + 1}")
+    page.get_by_role("tab", name="Grid").click()
+    # an API caller gets the same answer: the limit lives on the server, not in the page
+    call = page.request.post(server + "gradio_api/call/grid", data={"data": ["0", 1000, 1.0]})
+    answer = page.request.get(server + f"gradio_api/call/grid/{call.json()['event_id']}").text()
+    assert "count must be from 1 to 64" in answer and "event: complete" in answer
+
+
+def test_torch_is_untouched_by_the_page(studio):
+    """The grid draws its own latents: torch's global random state is not consumed."""
+    state = torch.random.get_rng_state()
+    studio.grid(0, 2)
+    assert torch.equal(state, torch.random.get_rng_state())
