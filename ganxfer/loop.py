@@ -57,22 +57,29 @@ class Interrupted(GanxferError):
         self.exit_code = EXIT_CODES[signum]
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Check the run folder against the flags (main process, lock held) and clear what an earlier run left."""
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> list[Path]:
+    """Check the run folder against the flags (main process, lock held), clear what an interrupted write left,
+    and return the checkpoints that a fresh start replaces: :func:`start_over` deletes them once the build
+    (data, networks, warm starts) has succeeded, so a bad input never costs an earlier run."""
     left = checkpoint.clean_leftovers(run_dir)
     if left:
         log.info("removed the leftovers of an interrupted checkpoint write or prune: %s", ", ".join(left))
     if resume:
         if not checkpoint.candidates(run_dir):
             raise RunError(f"--resume: no checkpoint in {run_dir}/checkpoints; drop --resume to start fresh")
-        return
+        return []
     found = [p for p in checkpoint.candidates(run_dir) if checkpoint.number(p) is not None]
     if found and not overwrite:
         raise RunError(f"{run_dir} already holds checkpoints; pass --resume to continue it, "
                        "--overwrite to start over, or --run-dir for a new folder")
-    for old in found:
+    return found
+
+
+def start_over(run_dir: Path, replaced: list[Path]) -> None:
+    """A fresh start: delete the replaced checkpoints and the rows an earlier attempt logged."""
+    for old in replaced:
         shutil.rmtree(old)
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # a fresh start: rows of an earlier attempt are stale
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
 
 def newest(run_dir: Path) -> str:
@@ -144,8 +151,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         raise RunError(f"train.batch_size={tr.batch_size} must divide by the {acc.num_processes} processes")
     local_batch = tr.batch_size // acc.num_processes
     with faults(run_dir), Signals() as signals, RunLock(run_dir, enabled=acc.is_main_process):
-        if acc.is_main_process:
-            prepare_run_dir(run_dir, resume, overwrite)
+        replaced = prepare_run_dir(run_dir, resume, overwrite) if acc.is_main_process else []
         acc.wait_for_everyone()
         set_seed(recipe.seed)
 
@@ -162,6 +168,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
             from ganxfer.transfer import warm_start_discriminator
 
             D = warm_start_discriminator(D, recipe, run_dir if acc.is_main_process else None)
+        if acc.is_main_process and not resume:
+            start_over(run_dir, replaced)
         ema = copy.deepcopy(G).eval().requires_grad_(False).to(acc.device) if tr.ema > 0 else None
         betas = tuple(recipe.optim.betas)
         opt_g = torch.optim.Adam(optimizer_groups(G, recipe.optim.g_lr * recipe.optim.g_lr_mult), betas=betas)

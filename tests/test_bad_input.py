@@ -193,6 +193,11 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
     "evaluate resolution": (lambda c: ["evaluate", str(c.run), "--data", "mnist", "--resolution", "100000"],
                             "100000 is not in the range 8<=x<=1024"),
     **{name: ((lambda c, sets=sets: train(c, *sets)), expected) for name, (sets, expected) in SETS.items()},
+    # inputs found bad only while the run builds: --overwrite must not have deleted the earlier run by then
+    "overwrite, init NaN": (lambda c: train(c, f"generator.init={c.generator(weights=_tensors(_nan))}",
+                                            dry_run=False), "holds NaN or infinite values"),
+    "overwrite, junk data": (lambda c: train(c, f"data.path={_junk_images(c)}", "data.channels=3",
+                                             dry_run=False), "could be decoded"),
     "grid too large": (lambda c: sample(str(c.run), c, "--num", "100000"), "a .png grid holds at most 1024"),
     "num zero": (lambda c: sample(str(c.run), c, "--num", "0"), "Invalid value for '--num'"),
 }
