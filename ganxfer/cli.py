@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -87,7 +88,8 @@ def _run(recipe_path: Path, overrides: tuple[str, ...], run_dir: Path | None, re
     from ganxfer.loop import train
 
     out = train(recipe, run_dir, resume=resume, overwrite=overwrite)
-    click.echo(f"exported generator: {out}")
+    if int(os.environ.get("RANK", "0") or 0) == 0:  # one line for a run of several processes
+        click.echo(f"exported generator: {out}")
 
 
 def check_precision(precision: str) -> None:
