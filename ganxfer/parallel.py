@@ -45,7 +45,13 @@ def accelerator(**kwargs) -> Accelerator:
     # torch 2.13 renamed it forward_sync_buffers, which Accelerate 1.15 does not pass on; False also skips the
     # sync at start, which every process's same seed (or the same checkpoint) makes unnecessary
     warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
-    acc = Accelerator(cpu=cpu, kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)], **kwargs)
+    try:
+        acc = Accelerator(cpu=cpu, kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)], **kwargs)
+    except (ValueError, RuntimeError) as e:  # e.g. WORLD_SIZE set by hand, with no launcher and no MASTER_ADDR
+        if world == 1:
+            raise
+        raise LaunchError(f"WORLD_SIZE={world}, but the processes could not meet ({str(e).splitlines()[0][:160]}); "
+                          f"launch with {LAUNCH}") from None
     if acc.num_processes != world:
         raise LaunchError(f"the launcher started {world} processes but they did not join one run (Accelerate set "
                           f"up {acc.distributed_type.value} with {acc.num_processes}); launch with {LAUNCH}")

@@ -37,14 +37,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(run, *args, nodes: int = 1, recipe: str = "recipes/mnist_dcgan.yaml", extra_env=None):
-    """``ganxfer train`` in two processes: one machine with two, or two "machines" (node ranks 0 and 1) with one
-    each, meeting at a c10d rendezvous on localhost. Returns the processes' stderr, checked for exit 0."""
+def torchrun(run, *args, nodes: int = 1, recipe: str = "recipes/mnist_dcgan.yaml", extra_env=None,
+             accelerate: bool = False):
+    """``ganxfer train`` in two processes: one machine with two (torchrun, or ``accelerate launch --multi_gpu``
+    when ``accelerate``), or two "machines" (node ranks 0 and 1) with one each, meeting at a c10d rendezvous on
+    localhost. Returns the processes' output, checked for exit 0."""
     port = free_port()
     env = {**os.environ, **ONE_THREAD, **(extra_env or {})}
     env.pop("ACCELERATE_USE_CPU", None)  # nothing but the launcher: ganxfer must see the two processes itself
     train = ["-m", "ganxfer", "train", recipe, *TINY, "--run-dir", str(run), *map(str, args)]
-    if nodes == 1:
+    if accelerate:  # on a machine without GPUs too: ganxfer asks Accelerate for gloo
+        cmds = [[sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                 "--main_process_port", str(port), *train]]
+    elif nodes == 1:
         cmds = [[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                  "--master_port", str(port), *train]]
     else:  # what each machine of a 2-node job runs (rendezvous id and endpoint shared)
@@ -133,8 +139,8 @@ def test_sync_bn_two_processes_equal_one(one, two):
 
 
 def test_resume_across_world_sizes(one, two, tmp_path, caplog):
-    """2 processes -> resume with 1 -> resume with 2: images seen, data order and the weights stay those of the
-    uninterrupted one-process run."""
+    """2 processes (torchrun) -> resume with 1 -> resume with 2 (accelerate launch): the images seen, the data
+    order and the weights stay those of the uninterrupted one-process run."""
     run = tmp_path / "run"
     shutil.copytree(two[0], run)
     shutil.rmtree(run / "checkpoints" / "step-000000000064")  # continue from 32 images, written by 2 processes
@@ -143,7 +149,7 @@ def test_resume_across_world_sizes(one, two, tmp_path, caplog):
     assert "written by 2 process(es) and continues with 1" in caplog.text
     assert gap(weights(one, 64), weights(run, 64)) < TOL
     assert {p.name for p in checkpoints(run)[-1].iterdir() if p.name.startswith("rng_")} == {"rng_0.safetensors"}
-    output = torchrun(run, *SYNC, "--set", "train.kimg=0.096", "--resume")
+    output = torchrun(run, *SYNC, "--set", "train.kimg=0.096", "--resume", accelerate=True)
     assert "written by 1 process(es) and continues with 2" in output
     assert gap(weights(one, 96), weights(run, 96)) < TOL
     log = rows(run)
@@ -177,3 +183,16 @@ def test_projected_partial_backbone_two_processes(lite0_cache, anime_dir, tmp_pa
     late = [k for k in body if k.startswith(("blocks.3", "blocks.4", "blocks.5", "blocks.6", "conv_head"))]
     assert late and all(torch.equal(v, ref[k]) for k, v in body.items() if k not in late)
     assert any(not torch.equal(body[k], ref[k]) for k in late if k.endswith("weight"))
+
+
+def test_world_size_without_a_launcher_is_one_line(mnist_data, tmp_path):
+    """WORLD_SIZE=2 set by hand, no launcher: no process could meet the other; one line says how to launch."""
+    env = {**os.environ, **ONE_THREAD, "WORLD_SIZE": "2"}
+    for var in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "RANK", "ACCELERATE_USE_CPU"):
+        env.pop(var, None)
+    proc = subprocess.run([sys.executable, "-m", "ganxfer", "train", "recipes/mnist_dcgan.yaml", *TINY,
+                           "--run-dir", str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=120)
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "WORLD_SIZE=2" in errors[0] and "torchrun --nproc_per_node N" in errors[0]
+    assert not (tmp_path / "run").exists()
