@@ -107,8 +107,9 @@ def check_precision(precision: str) -> None:
 def train(recipe: Path, overrides, run_dir, resume, overwrite, dry_run) -> None:
     """Train a GAN from RECIPE (a YAML file).
 
-    RUN/.lock keeps a second writer out. Ctrl-C or SIGTERM saves a checkpoint and exits with 130 / 143; a
-    NaN or infinite loss or weight stops the run (exit 2) before anything is written from it.
+    Under torchrun or accelerate launch every process joins one run (train.batch_size is the global batch; see
+    README, Scale out). RUN/.lock keeps a second writer out. Ctrl-C or SIGTERM saves a checkpoint and exits
+    with 130 / 143; a NaN or infinite loss or weight stops the run (exit 2) before anything is written from it.
 
     \b
     ganxfer train recipes/mnist_dcgan.yaml --set train.kimg=0.5
@@ -116,6 +117,7 @@ def train(recipe: Path, overrides, run_dir, resume, overwrite, dry_run) -> None:
     ganxfer train recipes/anime_dcgan.yaml --resume --set train.kimg=50
     ganxfer train recipes/anime_dcgan.yaml --set train.minutes=30 --set train.snapshot_every_minutes=10
     accelerate launch -m ganxfer train recipes/anime_projected.yaml
+    torchrun --nproc_per_node 8 -m ganxfer train recipes/anime_projected.yaml --set train.batch_size=512
     """
     _run(recipe, overrides, run_dir, resume, overwrite, dry_run, need_init=False)
 
