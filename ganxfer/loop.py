@@ -308,9 +308,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     if not all(math.isfinite(v) for v in means.values()):
                         raise diverged(", ".join(f"{k} {v:.4g}" for k, v in means.items()))
                     row = {"kimg": now / 1000, "step": counters.step, "batch_per_process": local_batch,
-                           "loss_d": means["loss_d"],
-                           "loss_g": means["loss_g"], "images_per_s": (now - seen_log) / max(clock() - t_log, 1e-9),
-                           "wall_s": round(clock(), 3)}
+                           "loss_d": means["loss_d"], "loss_g": means["loss_g"],
+                           "images_per_s": (now - seen_log) / max(clock() - t_log, 1e-9), "wall_s": round(clock(), 3)}
                     if "r1" in means:  # the mean R1 over the discriminator steps that applied it
                         row["r1"] = means["r1"]
                     if last:

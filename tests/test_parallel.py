@@ -196,3 +196,30 @@ def test_world_size_without_a_launcher_is_one_line(mnist_data, tmp_path):
     assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "WORLD_SIZE=2" in errors[0] and "torchrun --nproc_per_node N" in errors[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_sync_batchnorm_converts_only_plain_batchnorm_and_back(lite0_cache):
+    """sync_batchnorm swaps the BatchNorm2d layers of G and D in place (same state dict, same trainability; one
+    process: same outputs), leaves a timm backbone's BatchNormAct2d alone; local_batchnorm gives a plain copy."""
+    from ganxfer.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+    from ganxfer.nets.projected import ProjectedDiscriminator
+    from ganxfer.parallel import SyncBatchNorm, local_batchnorm, sync_batchnorm
+
+    torch.manual_seed(0)
+    G = DCGANGenerator(32, 1, ngf=8, latent_dim=16)
+    G.blocks[0].requires_grad_(False)
+    z = torch.randn(4, 16)
+    before, out = G.state_dict(), G(z)
+    synced = sync_batchnorm(G)
+    assert synced is G and sum(type(m) is SyncBatchNorm for m in G.modules()) == 3
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items()) and before.keys() == G.state_dict().keys()
+    assert not G.blocks[0][1].weight.requires_grad and G.blocks[1][1].weight.requires_grad
+    assert torch.equal(G(z), out)  # one process: plain BatchNorm
+    plain = local_batchnorm(G)
+    assert not any(isinstance(m, SyncBatchNorm) for m in plain.modules()) and any(
+        isinstance(m, SyncBatchNorm) for m in G.modules())
+    assert sum(type(m) is SyncBatchNorm for m in sync_batchnorm(DCGANDiscriminator(32, 1, ndf=8)).modules()) == 2
+    D = sync_batchnorm(ProjectedDiscriminator(pretrained=True, resolution=64, heads="pg", pixel_ndf=8))
+    assert not any(isinstance(m, SyncBatchNorm) for m in D.backbone.modules())
+    assert any(isinstance(m, SyncBatchNorm) for m in D.heads.modules())
+    assert any(isinstance(m, SyncBatchNorm) for m in D.pixel.modules())
