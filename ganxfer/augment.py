@@ -2,43 +2,67 @@
 
 The same policy is applied to every image the discriminator sees, so D cannot tell real from fake by the
 augmentation, and gradients flow through it to G. Randomness comes from an explicit ``torch.Generator``,
-which makes a run reproducible and resumable.
+which makes a run reproducible and resumable. With several processes each augments its own rows of the global
+batch, drawing from a :class:`Part`: the draws for the whole batch, sliced, so that N processes together
+augment exactly as one process does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-Op = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
+
+@dataclass(frozen=True)
+class Part:
+    """This process's ``rows`` of a global batch of ``total``: every draw is made for all rows from ``gen``
+    (seeded alike on every process) and sliced."""
+
+    gen: torch.Generator
+    rows: slice
+    total: int
 
 
-def _rand(x: torch.Tensor, gen: torch.Generator | None, *shape: int) -> torch.Tensor:
-    return torch.rand(x.shape[0], *shape, generator=gen, device=x.device, dtype=torch.float32).to(x.dtype)
+Gen = torch.Generator | Part | None
+Op = Callable[[torch.Tensor, Gen], torch.Tensor]
 
 
-def brightness(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+def _rows(x: torch.Tensor, gen: Gen) -> tuple[int, torch.Generator | None, slice]:
+    return (gen.total, gen.gen, gen.rows) if isinstance(gen, Part) else (x.shape[0], gen, slice(None))
+
+
+def _rand(x: torch.Tensor, gen: Gen, *shape: int) -> torch.Tensor:
+    n, g, rows = _rows(x, gen)
+    return torch.rand(n, *shape, generator=g, device=x.device, dtype=torch.float32)[rows].to(x.dtype)
+
+
+def _randint(x: torch.Tensor, gen: Gen, low: int, high: int) -> torch.Tensor:
+    n, g, rows = _rows(x, gen)
+    return torch.randint(low, high, (n, 1, 1), generator=g, device=x.device)[rows]
+
+
+def brightness(x: torch.Tensor, gen: Gen) -> torch.Tensor:
     return x + (_rand(x, gen, 1, 1, 1) - 0.5)
 
 
-def saturation(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+def saturation(x: torch.Tensor, gen: Gen) -> torch.Tensor:
     mean = x.mean(dim=1, keepdim=True)
     return (x - mean) * (_rand(x, gen, 1, 1, 1) * 2) + mean
 
 
-def contrast(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+def contrast(x: torch.Tensor, gen: Gen) -> torch.Tensor:
     mean = x.mean(dim=[1, 2, 3], keepdim=True)
     return (x - mean) * (_rand(x, gen, 1, 1, 1) + 0.5) + mean
 
 
-def translation(x: torch.Tensor, gen: torch.Generator | None, ratio: float = 0.125) -> torch.Tensor:
+def translation(x: torch.Tensor, gen: Gen, ratio: float = 0.125) -> torch.Tensor:
     """Shift by up to ``ratio`` of the side, filling with zeros (the DiffAugment reference behaviour)."""
     b, _, h, w = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    ty = torch.randint(-sh, sh + 1, (b, 1, 1), generator=gen, device=x.device)
-    tx = torch.randint(-sw, sw + 1, (b, 1, 1), generator=gen, device=x.device)
+    ty, tx = _randint(x, gen, -sh, sh + 1), _randint(x, gen, -sw, sw + 1)
     gy, gx = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
     gy = (gy[None] + ty + 1).clamp(0, h + 1)
     gx = (gx[None] + tx + 1).clamp(0, w + 1)
@@ -48,12 +72,11 @@ def translation(x: torch.Tensor, gen: torch.Generator | None, ratio: float = 0.1
     return flat.gather(1, idx).reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
 
-def cutout(x: torch.Tensor, gen: torch.Generator | None, ratio: float = 0.5) -> torch.Tensor:
+def cutout(x: torch.Tensor, gen: Gen, ratio: float = 0.5) -> torch.Tensor:
     """Zero a random square of ``ratio`` times the side per image."""
     b, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    oy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), generator=gen, device=x.device)
-    ox = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), generator=gen, device=x.device)
+    oy, ox = _randint(x, gen, 0, h + (1 - ch % 2)), _randint(x, gen, 0, w + (1 - cw % 2))
     gy, gx = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
     rows, cols = gy[None] - oy + ch // 2, gx[None] - ox + cw // 2
     inside = (rows >= 0) & (rows < ch) & (cols >= 0) & (cols < cw)
@@ -81,7 +104,7 @@ class DiffAugment:
     def __bool__(self) -> bool:
         return bool(self.ops)
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, gen: Gen = None) -> torch.Tensor:
         for op in self.ops:
             x = op(x, gen)
         return x.contiguous()

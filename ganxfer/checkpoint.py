@@ -5,7 +5,9 @@ A checkpoint ``RUN/checkpoints/step-<images seen, 12 digits>/`` holds
 - ``G.safetensors``, ``D.safetensors``, ``ema.safetensors``: the networks' state dicts;
 - ``optim.safetensors`` + ``optim.json``: both optimizers' tensors and the rest of their state (and the
   GradScaler's, under fp16);
-- ``rng_<rank>.safetensors``: torch's CPU (and CUDA) generator and the loop's own, per process;
+- ``rng_<rank>.safetensors``: torch's CPU (and CUDA) generator and the loop's own, per process (the loop's
+  is alike on every process, so a run resumed with more processes gives the new ranks rank 0's file, and one
+  resumed with fewer ignores the extra files: the data order and the draws depend only on the images seen);
 - ``trainer.json``: the :class:`Counters`; written last, it marks the checkpoint complete.
 
 It is written into ``checkpoints/.tmp-*``, fsynced, renamed into place and the folder fsynced, so an
@@ -253,7 +255,8 @@ def read_checkpoint(folder: Path, rank: int, names: list[str]) -> State:
         structure = json.loads((folder / "optim.json").read_text())
         optimizers = {k: _join(v, tensors) for k, v in structure.items() if k != "scaler"}
         scaler = _join(structure["scaler"], tensors) if "scaler" in structure else None
-        rng = safetensors.torch.load_file(str(folder / f"rng_{rank}.safetensors"))
+        own = folder / f"rng_{rank}.safetensors"
+        rng = safetensors.torch.load_file(str(own if own.is_file() else folder / "rng_0.safetensors"))
     except Exception as e:  # noqa: BLE001 - any failure to parse a file is damage, reported as one reason
         reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise Damaged(f"{type(e).__name__}: {reason}") from None
@@ -291,6 +294,10 @@ def load_checkpoint(acc: Accelerator, run_dir: Path, nets: dict[str, nn.Module |
                 log.warning("--resume: skipping checkpoints/%s: %s", folder.name, e)
             continue
         _check_fits(state, present)
+        saved_by = len(list(folder.glob("rng_*.safetensors")))
+        if saved_by != acc.num_processes and acc.is_main_process:
+            log.info("--resume: checkpoints/%s was written by %d process(es) and continues with %d; the global "
+                     "batch, data order and random draws stay the same", folder.name, saved_by, acc.num_processes)
         for name, net in present.items():
             net.load_state_dict(state.nets[name], strict=True)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -87,7 +88,8 @@ def _run(recipe_path: Path, overrides: tuple[str, ...], run_dir: Path | None, re
     from ganxfer.loop import train
 
     out = train(recipe, run_dir, resume=resume, overwrite=overwrite)
-    click.echo(f"exported generator: {out}")
+    if int(os.environ.get("RANK", "0") or 0) == 0:  # one line for a run of several processes
+        click.echo(f"exported generator: {out}")
 
 
 def check_precision(precision: str) -> None:
@@ -105,8 +107,9 @@ def check_precision(precision: str) -> None:
 def train(recipe: Path, overrides, run_dir, resume, overwrite, dry_run) -> None:
     """Train a GAN from RECIPE (a YAML file).
 
-    RUN/.lock keeps a second writer out. Ctrl-C or SIGTERM saves a checkpoint and exits with 130 / 143; a
-    NaN or infinite loss or weight stops the run (exit 2) before anything is written from it.
+    Under torchrun or accelerate launch every process joins one run (train.batch_size is the global batch; see
+    README, Scale out). RUN/.lock keeps a second writer out. Ctrl-C or SIGTERM saves a checkpoint and exits
+    with 130 / 143; a NaN or infinite loss or weight stops the run (exit 2) before anything is written from it.
 
     \b
     ganxfer train recipes/mnist_dcgan.yaml --set train.kimg=0.5
@@ -114,6 +117,7 @@ def train(recipe: Path, overrides, run_dir, resume, overwrite, dry_run) -> None:
     ganxfer train recipes/anime_dcgan.yaml --resume --set train.kimg=50
     ganxfer train recipes/anime_dcgan.yaml --set train.minutes=30 --set train.snapshot_every_minutes=10
     accelerate launch -m ganxfer train recipes/anime_projected.yaml
+    torchrun --nproc_per_node 8 -m ganxfer train recipes/anime_projected.yaml --set train.batch_size=512
     """
     _run(recipe, overrides, run_dir, resume, overwrite, dry_run, need_init=False)
 

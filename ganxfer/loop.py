@@ -25,7 +25,7 @@ from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from ganxfer import checkpoint
-from ganxfer.augment import DiffAugment
+from ganxfer.augment import DiffAugment, Part
 from ganxfer.bookkeeping import EXIT_CODES, Clock, Meter, Signals, Stop
 from ganxfer.checkpoint import Counters
 from ganxfer.data import BatchPlan, load_data, to_float
@@ -35,6 +35,7 @@ from ganxfer.lock import RunLock
 from ganxfer.losses import d_loss, g_loss, r1_penalty
 from ganxfer.metrics import COLLAPSE_GRID, spread, thumbnails
 from ganxfer.nets import build_discriminator, build_generator, export_model
+from ganxfer.parallel import accelerator, local_batchnorm, sync_batchnorm
 from ganxfer.recipe import Recipe, flat
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
     """Train ``recipe`` into ``run_dir`` and return the exported generator folder."""
     run_dir = Path(run_dir)
     tr = recipe.train
-    acc = Accelerator(mixed_precision=tr.mixed_precision, log_with=tr.log_with or None,
+    acc = accelerator(mixed_precision=tr.mixed_precision, log_with=tr.log_with or None,  # every launched process
                       project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tb")))
     if tr.mixed_precision == "fp16" and acc.device.type == "cpu":
         raise RunError("train.mixed_precision=fp16 needs a GPU, and this run is on the CPU; use bf16 or no")
@@ -171,14 +172,17 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         if acc.is_main_process and not resume:
             start_over(run_dir, replaced)
         ema = copy.deepcopy(G).eval().requires_grad_(False).to(acc.device) if tr.ema > 0 else None
+        if tr.sync_bn and acc.num_processes > 1:  # BatchNorm over the global batch (the EMA copy stays plain)
+            G, D = sync_batchnorm(G), sync_batchnorm(D)
         betas = tuple(recipe.optim.betas)
         opt_g = torch.optim.Adam(optimizer_groups(G, recipe.optim.g_lr * recipe.optim.g_lr_mult), betas=betas)
         opt_d = torch.optim.Adam(optimizer_groups(D, recipe.optim.d_lr), betas=betas)
         G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
         G_raw, D_raw = acc.unwrap_model(G), acc.unwrap_model(D)
         augment = DiffAugment(recipe.augment.policy)
-        # the loop's randomness (flips, latents, augmentation): one generator per process, saved in checkpoints
-        rng = torch.Generator(device=acc.device).manual_seed(recipe.seed * 7919 + 1 + acc.process_index)
+        # the loop's randomness (flips, latents, augmentation), saved in checkpoints: one generator, alike on every
+        # process, drawing for the global batch; each process takes its rows, so N processes draw what one would
+        rng = torch.Generator(device=acc.device).manual_seed(recipe.seed * 7919 + 1)
         fixed_z = torch.randn(tr.num_samples, recipe.generator.latent_dim,
                               generator=torch.Generator().manual_seed(recipe.seed)).to(acc.device)
         evaluator = None
@@ -215,7 +219,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
 
         def sampled() -> torch.nn.Module:
             """What grids, evaluations and exports see: the EMA (or G) with its own BatchNorm statistics."""
-            return recalibrated(ema or G_raw, tr.bn_batches, tr.batch_size, seed=recipe.seed)
+            return recalibrated(ema or local_batchnorm(G_raw), tr.bn_batches, tr.batch_size, seed=recipe.seed)
 
         def diverged(what: str) -> Diverged:
             return Diverged(f"training diverged by {counters.images_seen / 1000:.3f} kimg ({what}) and nothing was "
@@ -228,6 +232,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                 raise diverged(f"{' and '.join(bad)} hold NaN or infinite weights")
 
         rank_slice = slice(acc.process_index * local_batch, (acc.process_index + 1) * local_batch)
+        part = Part(rng, rank_slice, tr.batch_size)  # this process's rows of the global batch's random draws
+        if acc.is_main_process:
+            log.info("%d process(es) on %s: global batch %d = %d x %d per process", acc.num_processes,
+                     hardware(acc), tr.batch_size, acc.num_processes, local_batch)
         meter = Meter("loss_d", "loss_g", "r1")  # sums on the device; one sync per log row
         clock = Clock(counters.wall_s)  # training time: sampling, evaluation and checkpoints are paused()
         t_log, seen_log = clock(), counters.images_seen
@@ -259,17 +267,18 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     idx = plan.indices(counters.images_seen, tr.batch_size)[rank_slice]
                     real = to_float(data.batch(idx).to(acc.device, non_blocking=True))
                     if recipe.data.hflip:
-                        flip = torch.rand(len(real), generator=rng, device=acc.device) < 0.5
+                        flip = torch.rand(tr.batch_size, generator=rng, device=acc.device)[rank_slice] < 0.5
                         real = torch.where(flip[:, None, None, None], real.flip(3), real)
-                    z = torch.randn(len(real), recipe.generator.latent_dim, generator=rng, device=acc.device)
+                    z = torch.randn(tr.batch_size, recipe.generator.latent_dim, generator=rng,
+                                    device=acc.device)[rank_slice]
                     r1_now = recipe.loss.r1_gamma > 0 and counters.d_step % recipe.loss.r1_every == 0
                     real.requires_grad_(r1_now)
                     with acc.autocast():
                         # the last D step's fakes keep their graph: the G step reuses them (one G forward saved)
                         with torch.set_grad_enabled(d_step == tr.d_steps - 1):
                             fake = G(z)
-                        real_logits = D(augment(real, rng))
-                        loss = d_loss(recipe.loss.kind, real_logits, D(augment(fake.detach(), rng)))
+                        real_logits = D(augment(real, part))
+                        loss = d_loss(recipe.loss.kind, real_logits, D(augment(fake.detach(), part)))
                         if r1_now:
                             r1 = r1_penalty(real, real_logits)
                             loss = loss + r1 * (recipe.loss.r1_gamma / 2 * recipe.loss.r1_every)
@@ -281,10 +290,11 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     counters.images_seen += tr.batch_size
                     counters.d_step += 1
 
-                with acc.autocast():
-                    loss = g_loss(recipe.loss.kind, D(augment(fake, rng)))
-                opt_g.zero_grad(set_to_none=True)
-                acc.backward(loss)
+                with acc.no_sync(D):  # D's gradients of the G step are dropped: they need no all-reduce
+                    with acc.autocast():
+                        loss = g_loss(recipe.loss.kind, D(augment(fake, part)))
+                    opt_g.zero_grad(set_to_none=True)
+                    acc.backward(loss)
                 opt_g.step()
                 if ema is not None:
                     update_ema(ema, G_raw, counters.step, tr.ema)
@@ -305,9 +315,9 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     means = meter.means(acc)
                     if not all(math.isfinite(v) for v in means.values()):
                         raise diverged(", ".join(f"{k} {v:.4g}" for k, v in means.items()))
-                    row = {"kimg": now / 1000, "step": counters.step, "loss_d": means["loss_d"],
-                           "loss_g": means["loss_g"], "images_per_s": (now - seen_log) / max(clock() - t_log, 1e-9),
-                           "wall_s": round(clock(), 3)}
+                    row = {"kimg": now / 1000, "step": counters.step, "batch_per_process": local_batch,
+                           "loss_d": means["loss_d"], "loss_g": means["loss_g"],
+                           "images_per_s": (now - seen_log) / max(clock() - t_log, 1e-9), "wall_s": round(clock(), 3)}
                     if "r1" in means:  # the mean R1 over the discriminator steps that applied it
                         row["r1"] = means["r1"]
                     if last:
@@ -386,10 +396,13 @@ def log_images(acc: Accelerator, images: torch.Tensor, step: int) -> None:
 
 
 def _log(acc: Accelerator, run_dir: Path, row: dict) -> None:
+    """One metrics.jsonl row (main process), stating how many processes trained, and its scalars to trackers."""
+    row = {**row, "num_processes": acc.num_processes}
     if acc.is_main_process:
         with open(run_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")
-    scalars = {k: v for k, v in row.items() if k not in ("kimg", "step") and isinstance(v, (int, float))}
+    constants = ("kimg", "step", "num_processes", "batch_per_process")
+    scalars = {k: v for k, v in row.items() if k not in constants and isinstance(v, (int, float))}
     acc.log(scalars, step=round(row["kimg"] * 1000))
 
 

@@ -143,6 +143,9 @@ class TrainConfig:
                                      "whichever comes first", 0)
     batch_size: int = _f(64, "global batch size (split over processes)", 1)
     d_steps: int = _f(1, "D steps per G step", 1, 100)
+    sync_bn: bool = _f(False, "with several processes, the BatchNorm2d layers of G and D (a timm backbone's excepted) "
+                              "normalise by the global batch, so N processes train as one process with this "
+                              "batch_size does")
     mixed_precision: Literal["no", "bf16", "fp16"] = _f("no", "autocast precision")
     ema: float = _f(0.999, "EMA decay of the exported generator (0 = no EMA)", 0, 1)
     log_every_kimg: float = _f(0.2, "metrics.jsonl cadence", 0)

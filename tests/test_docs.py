@@ -29,3 +29,19 @@ def test_ci_runs_the_readme_test_command():
     assert len(quickstart) == 2 and quickstart[1].endswith("pytest -q")
     ci = (ROOT / ".ci" / "run").read_text()
     assert quickstart[1] + " -rs" in ci
+
+
+def test_scale_out_examples_load():
+    """The accelerate config files load as Accelerate reads them, the sbatch script parses, README names them."""
+    import subprocess
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    configs = sorted((ROOT / "docs" / "accelerate").glob("*.yaml"))
+    assert len(configs) == 2
+    for path in configs:
+        config = load_config_from_file(str(path))
+        assert config.distributed_type == "MULTI_GPU" and config.num_processes == 8 * config.num_machines
+        assert f"docs/accelerate/{path.name}" in README
+    assert subprocess.run(["bash", "-n", str(ROOT / "docs" / "slurm" / "ganxfer.sbatch")]).returncode == 0
+    assert "sbatch docs/slurm/ganxfer.sbatch" in README

@@ -1,0 +1,225 @@
+"""Several processes training one run on the CPU (gloo), launched as a user would: torchrun, one or two "machines".
+
+The equivalence test is the proof that data parallelism is right: with ``train.sync_bn`` two processes of batch 8
+train the weights that one process of batch 16 trains, through DiffAugment, flips, R1, two D steps per G step
+and the fake-reuse step. Every multi-process run asserts that two processes really took part.
+"""
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+import safetensors.torch
+import torch
+from click.testing import CliRunner
+
+from ganxfer.checkpoint import checkpoints
+from ganxfer.cli import main
+
+TINY = ["--set", "data.limit=256", "--set", "data.resolution=32", "--set", "generator.ngf=16",
+        "--set", "discriminator.ndf=16", "--set", "train.batch_size=16", "--set", "train.log_every_kimg=0.032",
+        "--set", "train.checkpoint_every_kimg=0.032", "--set", "train.keep_checkpoints=4", "--set", "train.ema=0.9",
+        "--set", "augment.policy=color,translation,cutout", "--set", "data.hflip=true", "--set", "loss.r1_gamma=1.0",
+        "--set", "loss.r1_every=2", "--set", "train.d_steps=2"]
+SYNC = ["--set", "train.sync_bn=true"]
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+TOL = 1e-5  # measured: 3e-7 with sync_bn; 5e-3 without it after one step
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(run, *args, nodes: int = 1, recipe: str = "recipes/mnist_dcgan.yaml", extra_env=None,
+             accelerate: bool = False):
+    """``ganxfer train`` in two processes: one machine with two (torchrun, or ``accelerate launch --multi_gpu``
+    when ``accelerate``), or two "machines" (node ranks 0 and 1) with one each, meeting at a c10d rendezvous on
+    localhost. Returns the processes' output, checked for exit 0."""
+    port = free_port()
+    env = {**os.environ, **ONE_THREAD, **(extra_env or {})}
+    env.pop("ACCELERATE_USE_CPU", None)  # nothing but the launcher: ganxfer must see the two processes itself
+    train = ["-m", "ganxfer", "train", recipe, *TINY, "--run-dir", str(run), *map(str, args)]
+    if accelerate:  # on a machine without GPUs too: ganxfer asks Accelerate for gloo
+        cmds = [[sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                 "--main_process_port", str(port), *train]]
+    elif nodes == 1:
+        cmds = [[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                 "--master_port", str(port), *train]]
+    else:  # what each machine of a 2-node job runs (rendezvous id and endpoint shared)
+        cmds = [[sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                 "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port}", "--rdzv-id", "ganxfer-test",
+                 "--node-rank", str(rank), *train] for rank in range(nodes)]
+    procs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    return "".join(out + err for out, err in outs)
+
+
+def one_process(run, *args):
+    res = CliRunner().invoke(main, ["train", "recipes/mnist_dcgan.yaml", *TINY, "--run-dir", str(run),
+                                    *map(str, args)])
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def rows(run) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(run, images: int, net: str = "G") -> dict[str, torch.Tensor]:
+    return safetensors.torch.load_file(str(run / "checkpoints" / f"step-{images:012d}" / f"{net}.safetensors"))
+
+
+def gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """The largest difference between two state dicts' float tensors."""
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a if a[k].is_floating_point())
+
+
+def assert_two_processes(run, output: str, kimg: list[float]) -> None:
+    """Two processes trained one run: one log row per kimg, each saying 2, and one exported generator."""
+    log = rows(run)
+    assert [r["kimg"] for r in log if "loss_d" in r] == kimg
+    assert all(r["num_processes"] == 2 for r in log)
+    assert all(r["batch_per_process"] == 8 for r in log if "loss_d" in r)
+    assert [r["hardware"] for r in log if "hardware" in r] == [f"2x CPU ({os.cpu_count()} cores)"]
+    assert "global batch 16 = 2 x 8 per process" in output
+    assert output.count("exported generator:") == 1
+    assert {"rng_0.safetensors", "rng_1.safetensors"} <= {p.name for p in checkpoints(run)[-1].iterdir()}
+    assert not (run / ".lock").exists()
+
+
+@pytest.fixture(scope="module")
+def one(mnist_data, tmp_path_factory):
+    """The reference: one process, global batch 16, to 0.096 kimg (checkpoints at 32, 64 and 96 images)."""
+    run = tmp_path_factory.mktemp("one") / "run"
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one_process(run, *SYNC, "--set", "train.kimg=0.096")
+    finally:
+        torch.set_num_threads(torch_threads)
+    return run
+
+
+@pytest.fixture(scope="module")
+def two(mnist_data, tmp_path_factory):
+    """Two processes of batch 8 with train.sync_bn, to 0.064 kimg, launched by torchrun alone."""
+    run = tmp_path_factory.mktemp("two") / "run"
+    output = torchrun(run, *SYNC, "--set", "train.kimg=0.064")
+    return run, output
+
+
+def test_two_processes_train_one_run(two):
+    run, output = two
+    assert_two_processes(run, output, [0.032, 0.064])
+    assert json.loads((checkpoints(run)[-1] / "trainer.json").read_text())["images_seen"] == 64
+
+
+def test_sync_bn_two_processes_equal_one(one, two):
+    """Same seed, same data order, global batch 16: 2 x 8 with sync_bn trains what 1 x 16 does."""
+    run, _ = two
+    for images in (32, 64):
+        for net in ("G", "D"):
+            assert gap(weights(one, images, net), weights(run, images, net)) < TOL, (images, net)
+        assert gap(weights(one, images, "ema"), weights(run, images, "ema")) < TOL
+    assert [r["kimg"] for r in rows(one) if "loss_d" in r][:2] == [r["kimg"] for r in rows(run) if "loss_d" in r]
+    losses = lambda r: [(x["loss_d"], x["loss_g"], x["r1"]) for x in rows(r) if "loss_d" in x][:2]  # noqa: E731
+    for a, b in zip(losses(one), losses(run), strict=True):
+        assert a == pytest.approx(b, rel=1e-4)
+
+
+def test_resume_across_world_sizes(one, two, tmp_path, caplog):
+    """2 processes (torchrun) -> resume with 1 -> resume with 2 (accelerate launch): the images seen, the data
+    order and the weights stay those of the uninterrupted one-process run."""
+    run = tmp_path / "run"
+    shutil.copytree(two[0], run)
+    shutil.rmtree(run / "checkpoints" / "step-000000000064")  # continue from 32 images, written by 2 processes
+    caplog.set_level(logging.INFO)
+    one_process(run, *SYNC, "--set", "train.kimg=0.064", "--resume")
+    assert "written by 2 process(es) and continues with 1" in caplog.text
+    assert gap(weights(one, 64), weights(run, 64)) < TOL
+    assert {p.name for p in checkpoints(run)[-1].iterdir() if p.name.startswith("rng_")} == {"rng_0.safetensors"}
+    output = torchrun(run, *SYNC, "--set", "train.kimg=0.096", "--resume", accelerate=True)
+    assert "written by 1 process(es) and continues with 2" in output
+    assert gap(weights(one, 96), weights(run, 96)) < TOL
+    log = rows(run)
+    assert [r["kimg"] for r in log if "loss_d" in r] == [0.032, 0.064, 0.096]
+    assert [r["num_processes"] for r in log if "loss_d" in r] == [2, 1, 2]
+    assert json.loads((checkpoints(run)[-1] / "trainer.json").read_text())["images_seen"] == 96
+
+
+def test_two_machines_without_sync_bn(one, tmp_path):
+    """torchrun --nnodes 2 --nproc_per_node 1, rendezvous on localhost: one run, one export. Without sync_bn
+    each process normalises by its own 8 images, so the weights leave the one-process run's (by far more than
+    the float tolerance): BatchNorm is the only difference."""
+    run = tmp_path / "run"
+    output = torchrun(run, "--set", "train.kimg=0.032", nodes=2)
+    assert_two_processes(run, output, [0.032])
+    assert (run / "generator" / "model.safetensors").is_file() and (run / "discriminator" / "config.json").is_file()
+    assert gap(weights(one, 32), weights(run, 32)) > 100 * TOL
+
+
+def test_projected_partial_backbone_two_processes(lite0_cache, anime_dir, tmp_path):
+    """The traps of a pretrained D under DDP: frozen backbone stages (no gradients, eval-mode BatchNorm whose
+    statistics the two D forwards of a step read), trained later stages, R1 through the backbone, the fake reuse.
+    Frozen stages stay bit-identical to the pretrained weights; the trained stage moves."""
+    run = tmp_path / "run"
+    output = torchrun(run, "--set", "train.kimg=0.032", "--set", "discriminator.mode=partial",
+                      "--set", "discriminator.trainable_from=3", "--set", "train.num_samples=16",
+                      recipe="recipes/anime_projected.yaml", extra_env={"GANXFER_DATA": str(anime_dir.parent)})
+    assert_two_processes(run, output, [0.032])
+    ref = safetensors.torch.load_file(str(next(lite0_cache.rglob("model.safetensors"))))
+    body = {k.removeprefix("backbone."): v for k, v in weights(run, 32, "D").items() if k.startswith("backbone.")}
+    late = [k for k in body if k.startswith(("blocks.3", "blocks.4", "blocks.5", "blocks.6", "conv_head"))]
+    assert late and all(torch.equal(v, ref[k]) for k, v in body.items() if k not in late)
+    assert any(not torch.equal(body[k], ref[k]) for k in late if k.endswith("weight"))
+
+
+def test_world_size_without_a_launcher_is_one_line(mnist_data, tmp_path):
+    """WORLD_SIZE=2 set by hand, no launcher: no process could meet the other; one line says how to launch."""
+    env = {**os.environ, **ONE_THREAD, "WORLD_SIZE": "2"}
+    for var in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "RANK", "ACCELERATE_USE_CPU"):
+        env.pop(var, None)
+    proc = subprocess.run([sys.executable, "-m", "ganxfer", "train", "recipes/mnist_dcgan.yaml", *TINY,
+                           "--run-dir", str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=120)
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "WORLD_SIZE=2" in errors[0] and "torchrun --nproc_per_node N" in errors[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_sync_batchnorm_converts_only_plain_batchnorm_and_back(lite0_cache):
+    """sync_batchnorm swaps the BatchNorm2d layers of G and D in place (same state dict, same trainability; one
+    process: same outputs), leaves a timm backbone's BatchNormAct2d alone; local_batchnorm gives a plain copy."""
+    from ganxfer.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+    from ganxfer.nets.projected import ProjectedDiscriminator
+    from ganxfer.parallel import SyncBatchNorm, local_batchnorm, sync_batchnorm
+
+    torch.manual_seed(0)
+    G = DCGANGenerator(32, 1, ngf=8, latent_dim=16)
+    G.blocks[0].requires_grad_(False)
+    z = torch.randn(4, 16)
+    before, out = G.state_dict(), G(z)
+    synced = sync_batchnorm(G)
+    assert synced is G and sum(type(m) is SyncBatchNorm for m in G.modules()) == 3
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items()) and before.keys() == G.state_dict().keys()
+    assert not G.blocks[0][1].weight.requires_grad and G.blocks[1][1].weight.requires_grad
+    assert torch.equal(G(z), out)  # one process: plain BatchNorm
+    plain = local_batchnorm(G)
+    assert not any(isinstance(m, SyncBatchNorm) for m in plain.modules()) and any(
+        isinstance(m, SyncBatchNorm) for m in G.modules())
+    assert sum(type(m) is SyncBatchNorm for m in sync_batchnorm(DCGANDiscriminator(32, 1, ndf=8)).modules()) == 2
+    D = sync_batchnorm(ProjectedDiscriminator(pretrained=True, resolution=64, heads="pg", pixel_ndf=8))
+    assert not any(isinstance(m, SyncBatchNorm) for m in D.backbone.modules())
+    assert any(isinstance(m, SyncBatchNorm) for m in D.heads.modules())
+    assert any(isinstance(m, SyncBatchNorm) for m in D.pixel.modules())
