@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -74,3 +76,24 @@ def test_sample_seed_device_dtype_and_empty():
     assert out.device.type == "meta" and next(g.parameters()).device.type == "meta"
     with pytest.raises(ValueError, match="n=-1"):
         g.sample(-1)
+
+
+def test_spectral_discriminator_judges_each_image_on_its_own(tmp_path):
+    torch.manual_seed(0)
+    x = torch.rand(8, 1, 32, 32) * 2 - 1
+    batch, spectral = (DCGANDiscriminator(32, 1, 8, norm=n).train() for n in ("batch", "spectral"))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in spectral.modules())
+
+    def whole_and_alone(d: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first two logits within the batch and on their own, from equal copies (a train-mode forward
+        moves BatchNorm's running statistics and the power iteration's vectors)."""
+        return copy.deepcopy(d)(x)[:2], copy.deepcopy(d)(x[:2])
+
+    assert not torch.allclose(*whole_and_alone(batch), atol=1e-4)  # BatchNorm: relative to the batch
+    assert torch.allclose(*whole_and_alone(spectral), atol=1e-5)
+    spectral.eval()
+    export_model(spectral, tmp_path / "d", "discriminator")
+    again = load_model(tmp_path / "d", "discriminator").eval()
+    assert torch.equal(again(x), spectral(x))
+    with pytest.raises(ValueError, match="use batch or spectral"):
+        DCGANDiscriminator(norm="layer")

@@ -39,7 +39,8 @@ def _projected_kwargs(r) -> dict:
 
 # recipe -> constructor kwargs, one function per kind; later kinds register themselves here.
 DISCRIMINATOR_KWARGS: dict[str, Callable] = {
-    "dcgan": lambda r: dict(resolution=r.data.resolution, channels=r.data.channels, ndf=r.discriminator.ndf),
+    "dcgan": lambda r: dict(resolution=r.data.resolution, channels=r.data.channels, ndf=r.discriminator.ndf,
+                            norm=r.discriminator.norm),
     "projected": _projected_kwargs,
 }
 

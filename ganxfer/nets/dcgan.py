@@ -155,23 +155,34 @@ class DCGANDiscriminator(
         resolution: input side, 32, 64 or 128.
         channels: 1 or 3.
         ndf: width of the first block; each later block doubles it.
+        norm: ``batch``, the tutorial's BatchNorm after every conv but the first, or ``spectral``:
+            spectral-normalised convs and no BatchNorm (SNGAN's discriminator), which judges each image on
+            its own; in training, a BatchNorm D judges an image relative to its batch, and the loop passes
+            it reals and fakes as separate batches.
     """
 
     kind = "dcgan"
     resolutions = RESOLUTIONS
     channel_tensors = {"blocks.0.0.weight": (1, "input")}
 
-    def __init__(self, resolution: int = 64, channels: int = 3, ndf: int = 64) -> None:
+    def __init__(self, resolution: int = 64, channels: int = 3, ndf: int = 64, norm: str = "batch") -> None:
         super().__init__()
+        if norm not in ("batch", "spectral"):
+            raise ValueError(f"DCGAN discriminator norm {norm!r} is unknown; use batch or spectral")
         n_down = _check_resolution(resolution)
         widths = [ndf * 2**i for i in range(n_down)]
         blocks = [nn.Sequential(nn.Conv2d(channels, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True))]
         for i in range(1, n_down):
+            norm_layer = nn.BatchNorm2d(widths[i]) if norm == "batch" else nn.Identity()
             blocks.append(nn.Sequential(nn.Conv2d(widths[i - 1], widths[i], 4, 2, 1, bias=False),
-                                        nn.BatchNorm2d(widths[i]), nn.LeakyReLU(0.2, True)))
+                                        norm_layer, nn.LeakyReLU(0.2, True)))
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False)
         dcgan_init(self)
+        if norm == "spectral":
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.utils.parametrizations.spectral_norm(m)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
