@@ -1,4 +1,4 @@
-"""The folder ``ganxfer push`` uploads, and its model card (README.md with Hub metadata).
+"""Publishing a generator on the Hub: the upload folder, its model card (README.md with Hub metadata), the push.
 
 The folder is itself a loadable generator: ``config.json`` + ``model.safetensors`` at its root, the
 discriminator (with ``--with-discriminator``) in ``discriminator/``, plus ``recipe.yaml`` when the run
@@ -8,22 +8,31 @@ recorded one, ``samples.png`` (the run's latest grid, or one rendered now) and `
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import HfApi, ModelCard, ModelCardData
 
-from ganxfer.hub import BUNDLED, PushError, SourceError, parse_hub_id, resolve
+from ganxfer.cache import NETWORK_ERRORS, at, hub_offline, parse_hub_id
+from ganxfer.errors import GanxferError
+from ganxfer.images import write_grid
 from ganxfer.nets import load_model, read_config
+from ganxfer.sources import BUNDLED, SourceError, resolve
+from ganxfer.space import build_space
+from ganxfer.version import __version__
 
 SAMPLES = "samples.png"
 REPO_URL = "https://github.com/ganxfer/ganxfer"
 HUB_DATASETS = {"mnist": "ylecun/mnist"}  # data.path shortcuts -> their Hub dataset ids
 KIND_NAMES = {"dcgan": "DCGAN", "projected": "Projected GAN"}
+
+
+class PushError(GanxferError):
+    """A push that cannot be made, phrased as one line."""
 
 
 @dataclass
@@ -260,11 +269,8 @@ def _grid(run: Path | None, generator: Path, info: RunInfo, out: Path, root: Pat
     if existing is not None:
         _copy(existing, out, root)
         return
-    from torchvision.utils import save_image
-
     n = (info.recipe.get("train") or {}).get("num_samples", 64)
-    images = load_model(generator, "generator").sample(n, seed=0)
-    save_image(images, str(out), nrow=math.ceil(math.sqrt(n)), normalize=True, value_range=(-1, 1), padding=1)
+    write_grid(load_model(generator, "generator").sample(n, seed=0), out)
 
 
 def _copy_model(folder: Path, out: Path, root: Path) -> None:
@@ -300,3 +306,57 @@ def build_upload(source: str, repo_id: str, out: Path, with_discriminator: bool 
     files = sorted([p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()] + ["README.md"])
     model_card(repo_id, read_config(generator), info, files, license, space).save(out / "README.md")
     return files
+
+
+def push(source: str, repo_id: str, private: bool = False, revision: str | None = None,
+         with_discriminator: bool = False, dry_run_dir: str | Path | None = None, license: str = "apache-2.0",
+         hardware: str | None = None, space: str | None = None) -> str:
+    """Upload ``source``'s generator (and discriminator), recipe, sample grid and model card to ``repo_id``; with
+    ``space``, also a Gradio Space serving its demo, linked from the card.
+
+    With ``dry_run_dir`` the exact upload folder is written there (with ``space``: ``model/`` and ``space/`` in
+    it) and nothing touches the network. Returns the repo URL (and the Space's), or the dry-run folder.
+    """
+    if parse_hub_id(repo_id) is None or "@" in repo_id:
+        raise PushError(f"REPO_ID '{repo_id}' must be owner/name; pass a branch with --revision")
+    if space is not None and (parse_hub_id(space) is None or "@" in space):
+        raise PushError(f"--space '{space}' must be owner/name, the id of a Space")
+    model = f"{repo_id}{at(revision)}"  # what the Space loads
+
+    def write(out: Path) -> tuple[Path, list[str]]:
+        folder = out / "model" if space else out
+        files = build_upload(source, repo_id, folder, with_discriminator, license, hardware, space)
+        if space:
+            build_space(model, space, out / "space")
+        return folder, files
+
+    if dry_run_dir is not None:
+        out = Path(dry_run_dir)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise PushError(f"--dry-run {out} already exists and is not an empty folder; pick a new folder")
+        write(out)
+        return str(out)
+    if hub_offline():
+        raise PushError(f"HF_HUB_OFFLINE=1 forbids uploading to {repo_id}; unset it to push, "
+                        "or write the folder with --dry-run DIR")
+    with tempfile.TemporaryDirectory(prefix="ganxfer-push-") as tmp:
+        folder, files = write(Path(tmp) / "upload")
+        api = HfApi(library_name="ganxfer", library_version=__version__)
+        target = repo_id
+        try:
+            url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            if revision:
+                api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+            api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type="model",
+                              revision=revision, commit_message=f"Upload ganxfer generator ({len(files)} files)")
+            if space:
+                target = space
+                space_url = api.create_repo(space, private=private, exist_ok=True, repo_type="space",
+                                            space_sdk="gradio")
+                api.upload_folder(repo_id=space, folder_path=Path(tmp) / "upload" / "space", repo_type="space",
+                                  commit_message=f"ganxfer demo of {model}")
+        except NETWORK_ERRORS as e:
+            raise PushError(f"push to {target} failed: {str(e).splitlines()[0]} "
+                            "(log in with `hf auth login` using a token that can write)") from None
+    where = f"{url}/tree/{revision}" if revision else str(url)
+    return f"{where} (Space: {space_url})" if space else where

@@ -7,10 +7,7 @@ sampler state, and every process of a multi-GPU run agrees on the order.
 
 from __future__ import annotations
 
-import io
 import logging
-import os
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,24 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from ganxfer.errors import GanxferError
-from ganxfer.recipe import DataConfig
+from ganxfer import hubdata
+from ganxfer.cache import mnist_root
+from ganxfer.images import IMAGE_EXTENSIONS, DataError, list_images, open_image, to_square
+from ganxfer.schema import DataConfig
 
 log = logging.getLogger(__name__)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-MAX_FILE_BYTES = 64 * 2**20  # one image file or zip member; larger ones count as unreadable
-HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit grayscale (PNG, TIFF) and 32-bit integer modes
-
-
-class DataError(GanxferError):
-    """A data problem, phrased as one line for the user."""
-
-
-def mnist_root() -> Path:
-    base = os.environ.get("GANXFER_DATA")
-    return Path(base) / "mnist" if base else Path.home() / ".cache" / "ganxfer" / "mnist"
 
 
 def load_mnist(train: bool = True) -> torch.Tensor:
@@ -52,63 +38,6 @@ def load_mnist(train: bool = True) -> torch.Tensor:
     except Exception as e:  # network down, proxy, disk: all end the same way for the user
         raise DataError(f"MNIST is not under {root} and could not be downloaded ({type(e).__name__}); "
                         "set GANXFER_DATA to a folder holding mnist/MNIST/raw") from None
-
-
-def list_images(path: Path) -> list[str]:
-    """Image files under a folder (recursive) or inside a zip, sorted by name."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if n.lower().endswith(IMAGE_EXTENSIONS)]
-    else:
-        names = [str(p.relative_to(path)) for p in path.rglob("*")
-                 if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
-    return sorted(names)
-
-
-def open_image(root: Path, name: str) -> Image.Image:
-    """One image of a folder or zip, opened lazily, with two guards: files (and zip members, by their declared
-    size) over :data:`MAX_FILE_BYTES`, and images over PIL's ``Image.MAX_IMAGE_PIXELS`` (decompression
-    bombs), raise before any pixel is decoded."""
-    if zipfile.is_zipfile(root):
-        with zipfile.ZipFile(root) as zf:
-            size = zf.getinfo(name).file_size
-            data = zf.read(name) if size <= MAX_FILE_BYTES else b""
-        img = Image.open(io.BytesIO(data)) if data else None
-    else:
-        size = (root / name).stat().st_size
-        img = Image.open(root / name) if size <= MAX_FILE_BYTES else None
-    if img is None:
-        raise DataError(f"{name} is {size:,} bytes, over the {MAX_FILE_BYTES:,} a training image may take")
-    if img.width * img.height > Image.MAX_IMAGE_PIXELS:
-        img.close()
-        raise Image.DecompressionBombError(f"{name} has {img.width * img.height:,} pixels, over "
-                                           f"Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS:,}")
-    return img
-
-
-def to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit (and integer) grayscale to 8-bit 'L' by scaling 0..65535 to 0..255; PIL's own conversion clips,
-    which turns a 16-bit image white. Integer images that hold 8-bit values already are kept as they are."""
-    if img.mode not in HIGH_DEPTH:
-        return img
-    arr = np.asarray(img).astype(np.int64)
-    if img.mode != "I" or arr.max(initial=0) > 255:
-        arr = (arr.clip(0, 65535) + 128) // 257
-    return Image.fromarray(arr.clip(0, 255).astype(np.uint8), "L")
-
-
-def to_square(img: Image.Image, resolution: int, channels: int) -> np.ndarray:
-    """Convert mode, resize the short side to ``resolution`` (Lanczos) and center-crop: (H, W, C) uint8."""
-    img = to_8bit(img).convert("L" if channels == 1 else "RGB")
-    w, h = img.size
-    if (w, h) != (resolution, resolution):
-        scale = resolution / min(w, h)
-        nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
-        img = img.resize((nw, nh), Image.LANCZOS)
-        left, top = (nw - resolution) // 2, (nh - resolution) // 2
-        img = img.crop((left, top, left + resolution, top + resolution))
-    arr = np.asarray(img, dtype=np.uint8)
-    return arr[:, :, None] if arr.ndim == 2 else arr
 
 
 @dataclass
@@ -204,16 +133,20 @@ def _from_files(cfg: DataConfig, root: Path) -> ImageSet:
     return data
 
 
+def image_source(path: str) -> Path | None:
+    """Where ``data.path`` images come from: None for MNIST, else a local folder or zip (a ``hub:owner/name``
+    dataset is fetched, and its parquet images extracted, first)."""
+    if path == "mnist":
+        return None
+    if path.startswith("hub:"):
+        return hubdata.fetch_dataset(path[4:])
+    return Path(path).expanduser()
+
+
 def load_data(cfg: DataConfig) -> ImageSet:
     """Build the training set described by ``data.*``; unreadable files are counted and reported."""
-    if cfg.path == "mnist":
-        data = _from_mnist(cfg)
-    elif cfg.path.startswith("hub:"):
-        from ganxfer.hub import fetch_dataset
-
-        data = _from_files(cfg, fetch_dataset(cfg.path[4:]))
-    else:
-        data = _from_files(cfg, Path(cfg.path).expanduser())
+    root = image_source(cfg.path)
+    data = _from_mnist(cfg) if root is None else _from_files(cfg, root)
     if data.unreadable:
         shown = ", ".join(data.unreadable[:3]) + (" ..." if len(data.unreadable) > 3 else "")
         log.warning("skipped %d unreadable image(s) under %s: %s", len(data.unreadable), cfg.path, shown)

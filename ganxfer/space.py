@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from ganxfer import __version__
+from ganxfer.version import __version__
 
 GRADIO_MIN = "6.31"  # the demo extra's lower bound
 APP = '''"""The demo of the Hub model {model!r}, written by `ganxfer push --space`.

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from ganxfer.errors import GanxferError
-from ganxfer.hub import resolve
 from ganxfer.nets import load_model, read_config
+from ganxfer.nets.base import hub_config
+from ganxfer.sources import resolve
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def warm_start_generator(G: nn.Module, recipe, run_dir: Path | None) -> nn.Modul
         if ratio < 0 or ratio != int(ratio):
             raise TransferError(f"generator.init {init} is {src_res}px; it can grow to {src_res * 2}, "
                                 f"{src_res * 4}, ... but not to data.resolution={dst_res}")
-        kwargs = {**G._hub_mixin_config, "grow": config.get("grow", 0) + int(ratio)}
+        kwargs = {**hub_config(G), "grow": config.get("grow", 0) + int(ratio)}
         G = type(G)(**kwargs)
     report = transfer_state(G, source, init)
     report["frozen"] = freeze_blocks(G, recipe.generator.freeze_blocks)

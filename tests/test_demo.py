@@ -34,7 +34,7 @@ from ganxfer.demo import (
     parse_seed,
     strip,
 )
-from ganxfer.hub import load_generator
+from ganxfer.sources import load_generator
 
 MODEL = "dcgan-mnist-64"
 

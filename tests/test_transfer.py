@@ -123,8 +123,8 @@ def test_freeze_g_and_freeze_d(gray_source, anime_dir, monkeypatch, tmp_path):
 def test_bundled_mnist_generator_draws_digits(mnist_data, monkeypatch, tmp_path):
     """dcgan-mnist-64 samples have MNIST's pixel statistics: a dark background and the digits' mean shape."""
     from ganxfer.data import load_data, to_float
-    from ganxfer.hub import load_generator
-    from ganxfer.recipe import DataConfig
+    from ganxfer.schema import DataConfig
+    from ganxfer.sources import load_generator
 
     monkeypatch.setenv("GANXFER_DATA", str(mnist_data.parents[2]))
     fake = load_generator("dcgan-mnist-64").sample(256, seed=0)
