@@ -31,6 +31,68 @@ HUB_DATASETS = {"mnist": "ylecun/mnist"}  # data.path shortcuts -> their Hub dat
 KIND_NAMES = {"dcgan": "DCGAN", "projected": "Projected GAN"}
 
 
+# The model card; ``card_data`` is the YAML metadata (:func:`card_data`), the rest model_card's arguments.
+CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ name }}
+
+{{ description }}
+
+![Sample grid]({{ samples }})
+
+{% if space -%}
+Try it in the browser: [{{ space }}](https://huggingface.co/spaces/{{ space }}), a Gradio demo (`ganxfer demo`) \
+with seed grids, interpolations and a latent scale.
+
+{% endif -%}
+## Usage
+
+```python
+import ganxfer  # pip install ganxfer
+generator = ganxfer.load_generator("{{ repo_id }}")
+images = generator.sample(16, seed=0)  # (16, {{ channels }}, {{ resolution }}, {{ resolution }}) tensor in [-1, 1]
+```
+
+From the shell: `ganxfer sample {{ repo_id }} --num 64 --out grid.png`.
+{% if discriminator %}
+`discriminator/` holds the discriminator it was trained against: a recipe can warm-start both with \
+`generator.init: {{ repo_id }}` and `discriminator.init: {{ repo_id }}`.
+{% endif %}
+## Training
+
+{% if training -%}
+| | |
+|---|---|
+{% for key, value in training -%}
+| {{ key }} | {{ value }} |
+{% endfor -%}
+{% if has_recipe %}
+The full recipe is [`recipe.yaml`](recipe.yaml); `ganxfer train recipe.yaml` repeats the run.
+{% endif -%}
+{% else -%}
+No training recipe was recorded with this generator.
+{% endif %}
+## Evaluation
+
+{% if evaluation -%}
+Against the training data with {{ eval_num }} generated images (Inception features; lower is better):
+
+| kimg | FID | KID ×10³ |
+|---|---|---|
+{% for kimg, fid, kid in evaluation -%}
+| {{ kimg }} | {{ fid }} | {{ kid }} |
+{% endfor -%}
+{% else -%}
+Not evaluated yet: `ganxfer evaluate {{ repo_id }} --data PATH` computes FID and KID.
+{% endif %}
+## Files
+
+{% for file in files -%}
+- `{{ file }}`
+{% endfor %}"""
+
 class PushError(GanxferError):
     """A push that cannot be made, phrased as one line."""
 
@@ -159,10 +221,11 @@ def _describe(config: dict, info: RunInfo) -> str:
     return text + ". Weights are safetensors, and `config.json` rebuilds the exact network; nothing is unpickled."
 
 
-def _training(info: RunInfo, has_recipe: bool) -> list[str]:
+def _training(info: RunInfo) -> list[tuple[str, str]]:
+    """The training table's rows, [] when no recipe was recorded."""
     r = info.recipe
     if not r:
-        return ["No training recipe was recorded with this generator."]
+        return []
     data, g, d, loss, tr = (r.get(k) or {} for k in ("data", "generator", "discriminator", "loss", "train"))
     optim, aug = r.get("optim") or {}, (r.get("augment") or {}).get("policy")
     backbone = f"`{d.get('backbone')}` backbone ({d.get('mode')})" if d.get("kind") == "projected" \
@@ -180,24 +243,18 @@ def _training(info: RunInfo, has_recipe: bool) -> list[str]:
     if info.wall_s is not None:
         rows.append(("training time", f"{info.wall_s / 3600:.2f} h" if info.wall_s >= 360 else f"{info.wall_s:.0f} s"))
     rows.append(("hardware", info.hardware or "not recorded"))
-    lines = ["| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
-    if has_recipe:
-        lines += ["", "The full recipe is [`recipe.yaml`](recipe.yaml); `ganxfer train recipe.yaml` repeats the run."]
-    return lines
+    return rows
 
 
-def _evaluation(info: RunInfo, repo_id: str) -> list[str]:
-    if not info.evals:
-        return [f"Not evaluated yet: `ganxfer evaluate {repo_id} --data PATH` computes FID and KID."]
-    ev = info.recipe.get("eval") or {}
-    lines = [f"Against the training data with {ev.get('num', '?')} generated images (Inception features; "
-             "lower is better):", "", "| kimg | FID | KID ×10³ |", "|---|---|---|"]
+def _evaluation(info: RunInfo) -> list[tuple[str, str, str]]:
+    """(kimg, FID, KID ×10³) of the last five evaluations; '–' where a metric was not computed."""
+    rows = []
     for r in info.evals[-5:]:
         fid = f"{r['fid']:.2f}" if "fid" in r else "–"
         kid = f"{r['kid_mean'] * 1e3:.2f}" + (f" ± {r['kid_std'] * 1e3:.2f}" if "kid_std" in r else "") \
             if "kid_mean" in r else "–"
-        lines.append(f"| {r.get('kimg', 0):g} | {fid} | {kid} |")
-    return lines
+        rows.append((f"{r.get('kimg', 0):g}", fid, kid))
+    return rows
 
 
 def card_facts(text: str) -> dict:
@@ -222,22 +279,13 @@ def card_facts(text: str) -> dict:
 def model_card(repo_id: str, config: dict, info: RunInfo, files: list[str], license: str = "apache-2.0",
                space: str | None = None) -> ModelCard:
     """The README.md of a pushed generator: Hub metadata, what it is, three-line usage, training, metrics, grid;
-    with ``space``, a link to its demo Space."""
-    usage = ["```python", "import ganxfer  # pip install ganxfer", f'generator = ganxfer.load_generator("{repo_id}")',
-             f"images = generator.sample(16, seed=0)  # (16, {config.get('channels', 3)}, {config.get('resolution')}, "
-             f"{config.get('resolution')}) tensor in [-1, 1]", "```", "",
-             f"From the shell: `ganxfer sample {repo_id} --num 64 --out grid.png`."]
-    if any(f.startswith("discriminator/") for f in files):
-        usage += ["", f"`discriminator/` holds the discriminator it was trained against: a recipe can warm-start "
-                      f"both with `generator.init: {repo_id}` and `discriminator.init: {repo_id}`."]
-    demo = [f"Try it in the browser: [{space}](https://huggingface.co/spaces/{space}), a Gradio demo "
-            "(`ganxfer demo`) with seed grids, interpolations and a latent scale.", ""] if space else []
-    body = [f"# {repo_id.split('/')[-1]}", "", _describe(config, info), "", f"![Sample grid]({SAMPLES})", "", *demo,
-            "## Usage", "", *usage, "", "## Training", "", *_training(info, "recipe.yaml" in files), "",
-            "## Evaluation", "", *_evaluation(info, repo_id), "", "## Files", "",
-            *[f"- `{f}`" for f in files], ""]
-    data = card_data(config, info, license)
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+    with ``space``, a link to its demo Space. Rendered from :data:`CARD_TEMPLATE` by ``ModelCard.from_template``."""
+    return ModelCard.from_template(
+        card_data(config, info, license), template_str=CARD_TEMPLATE, name=repo_id.split("/")[-1], repo_id=repo_id,
+        description=_describe(config, info), samples=SAMPLES, space=space, channels=config.get("channels", 3),
+        resolution=config.get("resolution"), discriminator=any(f.startswith("discriminator/") for f in files),
+        training=_training(info), has_recipe="recipe.yaml" in files, evaluation=_evaluation(info),
+        eval_num=(info.recipe.get("eval") or {}).get("num", "?"), files=files)
 
 
 def _inside(path: Path, root: Path) -> Path:
