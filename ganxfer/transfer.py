@@ -9,11 +9,12 @@ adapted (another latent size or width) refuses the transfer, naming the tensors.
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
+from accelerate.logging import get_logger
 from torch import nn
 
 from ganxfer.errors import GanxferError
@@ -21,7 +22,7 @@ from ganxfer.nets import load_model, read_config
 from ganxfer.nets.base import hub_config
 from ganxfer.sources import resolve
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)  # the report once, from the main process, not once per rank
 
 
 class TransferError(GanxferError):
@@ -136,6 +137,7 @@ def warm_start_discriminator(D: nn.Module, recipe, run_dir: Path | None) -> nn.M
 
 
 def _publish(report: dict, run_dir: Path | None, role: str) -> None:
+    PartialState()  # which process this is (a no-op inside a run, which made it already); the logger asks
     log.info("%s warm start from %s: %d copied, %d adapted, %d new, %d unused, %d frozen", role,
              report["source"], len(report["copied"]), len(report["adapted"]), len(report["new"]),
              len(report["unused"]), len(report["frozen"]))

@@ -81,10 +81,12 @@ def test_cli_refusal_is_one_line(gray_source, anime_dir, monkeypatch, tmp_path):
     assert "is incompatible with this recipe: blocks.0.0.weight (16, 32, 4, 4) vs (100, 32, 4, 4)" in res.output
 
 
-def test_growing_resolution_adds_fresh_blocks(gray_source, tmp_path):
+def test_growing_resolution_adds_fresh_blocks(gray_source, tmp_path, caplog):
     recipe = load_recipe(None, ["data.resolution=64", "generator.ngf=8", "generator.latent_dim=16",
                                 f"generator.init={gray_source}"])
-    g = warm_start_generator(DCGANGenerator(resolution=64, ngf=8, latent_dim=16), recipe, tmp_path)
+    with caplog.at_level("INFO", "ganxfer.transfer"):
+        g = warm_start_generator(DCGANGenerator(resolution=64, ngf=8, latent_dim=16), recipe, tmp_path)
+    assert sum("generator warm start from" in r.getMessage() for r in caplog.records) == 1  # main process only
     assert g.sample(2).shape == (2, 3, 64, 64)
     report = json.loads((tmp_path / "transfer.json").read_text())["generator"]
     assert report["new"] == [k for k in g.state_dict() if k.startswith("blocks.3.")]
