@@ -1,4 +1,8 @@
-"""Training images: MNIST, folders or zips of images, decoded once into a uint8 tensor when they fit.
+"""Training images: MNIST, folders or zips of images, decoded once into RAM when they fit, else streamed.
+
+A set larger than ``data.in_memory_gb`` is streamed through a ``torch.utils.data.DataLoader`` whose
+``batch_sampler`` is the order the loop asks for, with ``data.workers`` persistent worker processes, each
+holding its own open zip.
 
 Batches are drawn by index from a per-epoch permutation that depends only on (seed, epoch), so the
 position in the data is a pure function of the number of images already shown: resuming needs no
@@ -8,6 +12,8 @@ sampler state, and every process of a multi-GPU run agrees on the order.
 from __future__ import annotations
 
 import logging
+import os
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +47,11 @@ def load_mnist(train: bool = True) -> torch.Tensor:
 
 
 @dataclass
-class ImageSet:
-    """N images of shape (C, R, R) as uint8, either in ``pixels`` or decoded from ``files`` on demand."""
+class ImageSet(torch.utils.data.Dataset):
+    """N images of shape (C, R, R) as uint8, either in ``pixels`` or decoded from ``files`` on demand.
+
+    As a torch ``Dataset``, item ``i`` is ``(file name, (R, R, C) uint8 array or None when it fails to decode)``.
+    """
 
     resolution: int
     channels: int
@@ -51,13 +60,28 @@ class ImageSet:
     files: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     workers: int = 2
+    _archive: tuple[int, zipfile.ZipFile | None] | None = field(default=None, init=False, repr=False)  # (pid, zip)
+    _loader: torch.utils.data.DataLoader | None = field(default=None, init=False, repr=False)
+    _request: list[list[int]] = field(default_factory=list, init=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.pixels) if self.pixels is not None else len(self.files)
 
+    def __getitem__(self, i: int) -> tuple[str, np.ndarray | None]:
+        return self.files[i], self._decode(self.files[i])
+
+    def __getstate__(self) -> dict:  # for spawned workers: no open zip, no loader
+        return {**self.__dict__, "_archive": None, "_loader": None}
+
+    def _zip(self) -> zipfile.ZipFile | None:
+        """``root`` opened as a zip once per process (None for a folder)."""
+        if self._archive is None or self._archive[0] != os.getpid():
+            self._archive = (os.getpid(), zipfile.ZipFile(self.root) if zipfile.is_zipfile(self.root) else None)
+        return self._archive[1]
+
     def _decode(self, name: str) -> np.ndarray | None:
         try:
-            with open_image(self.root, name) as img:
+            with open_image(self.root, name, self._zip()) as img:
                 return to_square(img, self.resolution, self.channels)
         except Exception:  # any decoder failure (or guard) makes the file unreadable, never the run
             return None
@@ -65,7 +89,7 @@ class ImageSet:
     def _check(self, name: str) -> bool:
         """Whether ``name`` decodes: what :meth:`_decode` does, minus the resize, and JPEGs at reduced size."""
         try:
-            with open_image(self.root, name) as img:
+            with open_image(self.root, name, self._zip()) as img:
                 img.draft(img.mode, (self.resolution, self.resolution))
                 img.load()
             return True
@@ -73,6 +97,7 @@ class ImageSet:
             return False
 
     def _map(self, fn, names: list[str]) -> list:
+        """``fn`` over every name with ``workers`` threads: the one pass that checks or decodes the whole set."""
         if self.workers <= 1 or len(names) < 8:
             return [fn(n) for n in names]
         with ThreadPoolExecutor(self.workers) as pool:
@@ -81,17 +106,39 @@ class ImageSet:
     def decode(self, names: list[str]) -> list[np.ndarray | None]:
         return self._map(self._decode, names)
 
+    def loader(self) -> torch.utils.data.DataLoader:
+        """The streaming DataLoader: its batch sampler yields the parts of the batch asked for last."""
+        if self._loader is None:
+            workers = self.workers if self.workers > 1 else 0
+            self._loader = torch.utils.data.DataLoader(self, batch_sampler=_Requested(self), num_workers=workers,
+                                                       collate_fn=list, persistent_workers=workers > 0)
+        return self._loader
+
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, R, R) for the given indices."""
         if self.pixels is not None:
             return self.pixels[idx]
-        names = [self.files[i] for i in idx.tolist()]
-        arrays = self.decode(names)
-        for name, a in zip(names, arrays, strict=True):
+        self._request = [part.tolist() for part in idx.tensor_split(max(1, min(self.workers, len(idx))))]
+        items = [item for part in self.loader() for item in part]
+        for name, a in items:
             if a is None:  # it decoded when the set was checked: it changed on disk since
                 raise DataError(f"{self.root / name} no longer decodes (it was readable when training started); "
                                 "restore or remove it, then continue with --resume")
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        return torch.from_numpy(np.stack([a for _, a in items])).permute(0, 3, 1, 2)
+
+
+class _Requested(torch.utils.data.Sampler):
+    """The batch sampler of :meth:`ImageSet.loader`: the order the loop asks for (one batch, split in parts one
+    per worker), read anew each time the persistent loader is iterated."""
+
+    def __init__(self, data: ImageSet) -> None:
+        self.data = data
+
+    def __iter__(self):
+        return iter(self.data._request)
+
+    def __len__(self) -> int:
+        return len(self.data._request)
 
 
 def _from_mnist(cfg: DataConfig) -> ImageSet:

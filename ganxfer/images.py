@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 import zipfile
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +38,12 @@ def list_images(path: Path) -> list[str]:
     return sorted(names)
 
 
-def open_image(root: Path, name: str) -> Image.Image:
+def open_image(root: Path, name: str, archive: zipfile.ZipFile | None = None) -> Image.Image:
     """One image of a folder or zip, opened lazily, with two guards: files (and zip members, by their declared
     size) over :data:`MAX_FILE_BYTES`, and images over PIL's ``Image.MAX_IMAGE_PIXELS`` (decompression
-    bombs), raise before any pixel is decoded."""
-    if zipfile.is_zipfile(root):
-        with zipfile.ZipFile(root) as zf:
+    bombs), raise before any pixel is decoded. ``archive``: ``root`` already opened as a zip, read as it is."""
+    if archive is not None or zipfile.is_zipfile(root):
+        with zipfile.ZipFile(root) if archive is None else nullcontext(archive) as zf:
             size = zf.getinfo(name).file_size
             data = zf.read(name) if size <= MAX_FILE_BYTES else b""
         img = Image.open(io.BytesIO(data)) if data else None

@@ -56,7 +56,8 @@ class DataConfig:
     hflip: bool = _f(False, "random horizontal flips")
     limit: int | None = _f(None, "use only the first N images", 1)
     in_memory_gb: float = _f(8.0, "decode once into RAM when the uint8 set is smaller than this", 0)
-    workers: int = _f(2, "decoding threads (and DataLoader workers when streaming)", 0, 64)
+    workers: int = _f(2, "threads of the one decoding pass at start; when streaming, DataLoader worker "
+                            "processes (0 or 1: decode in the training process)", 0, 64)
 
 
 @dataclass
