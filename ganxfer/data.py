@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -111,7 +112,8 @@ class ImageSet(torch.utils.data.Dataset):
         if self._loader is None:
             workers = self.workers if self.workers > 1 else 0
             self._loader = torch.utils.data.DataLoader(self, batch_sampler=_Requested(self), num_workers=workers,
-                                                       collate_fn=list, persistent_workers=workers > 0)
+                                                       collate_fn=list, persistent_workers=workers > 0,
+                                                       worker_init_fn=_leave_signals_to_the_loop)
         return self._loader
 
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
@@ -125,6 +127,11 @@ class ImageSet(torch.utils.data.Dataset):
                 raise DataError(f"{self.root / name} no longer decodes (it was readable when training started); "
                                 "restore or remove it, then continue with --resume")
         return torch.from_numpy(np.stack([a for _, a in items])).permute(0, 3, 1, 2)
+
+
+def _leave_signals_to_the_loop(_: int) -> None:
+    """Ctrl-C reaches the whole process group: workers ignore it, so the loop can finish its step and save."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _Requested(torch.utils.data.Sampler):
