@@ -3,6 +3,7 @@
 import os
 import signal
 import time
+import weakref
 
 import pytest
 import torch
@@ -52,6 +53,8 @@ def test_signals_are_deferred_inside_the_loop_only():
         with pytest.raises(Stop):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)
+        assert signals.received == signal.SIGTERM  # a run that got one is stopping, whether Stop got through or not
+    with Signals() as signals:
         signals.deferred = True
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.1)
@@ -60,3 +63,18 @@ def test_signals_are_deferred_inside_the_loop_only():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the ignored Stop, as intended
+def test_a_stop_that_python_swallows_is_still_seen_at_the_step_boundary():
+    """A signal that lands in a weakref callback (an import's module-lock cleanup, say) raises Stop where Python
+    only prints 'Exception ignored': the loop must still see it, at the end of its first step."""
+
+    class Thing:
+        pass
+
+    with Signals() as signals:
+        thing = Thing()
+        ref = weakref.ref(thing, lambda _: (os.kill(os.getpid(), signal.SIGINT), time.sleep(1)))
+        del thing  # the callback runs now; its Stop is ignored
+        assert ref() is None and signals.received == signal.SIGINT
