@@ -17,8 +17,12 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import to_pil_image
 
+from ganxfer.cache import NETWORK_ERRORS, hub_cache, hub_offline, parse_hub_id
+from ganxfer.card import card_facts, find_run, run_info
 from ganxfer.errors import GanxferError
 from ganxfer.images import make_sheet
+from ganxfer.nets import read_config
+from ganxfer.sources import load_generator, resolve
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -79,8 +83,6 @@ class Studio:
     """One generator and what the page asks of it; results are PIL images and files in a temporary folder."""
 
     def __init__(self, source: str, device: str | None = None) -> None:
-        from ganxfer.sources import load_generator, resolve
-
         self.source = source
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.folder = resolve(source, "generator")
@@ -137,9 +139,6 @@ def strip(frames: list[Image.Image]) -> Image.Image:
 
 def facts(studio: Studio) -> str:
     """Markdown: what the model is, and what its run or model card records (images seen, KID, FID)."""
-    from ganxfer.card import card_facts, find_run, run_info
-    from ganxfer.nets import read_config
-
     config = read_config(studio.folder)
     res, channels = config.get("resolution", "?"), config.get("channels", 3)
     kind = config.get("ganxfer", {}).get("kind", "?").upper()
@@ -167,8 +166,6 @@ def _card_text(source: str, folder: Path) -> str | None:
     """The model card (README.md) beside the weights, or of the Hub repo when it is cached or reachable."""
     if (folder / "README.md").is_file():
         return (folder / "README.md").read_text()
-    from ganxfer.cache import NETWORK_ERRORS, hub_cache, hub_offline, parse_hub_id
-
     parsed = None if Path(source).expanduser().exists() else parse_hub_id(source)
     if parsed is None:
         return None

@@ -44,6 +44,7 @@ from ganxfer.data import image_source, load_data, to_uint8
 from ganxfer.errors import GanxferError, WeightsError
 from ganxfer.images import list_images, open_image
 from ganxfer.schema import METRICS, MIN_IMAGES, DataConfig, field_range
+from ganxfer.sources import load_generator
 from ganxfer.version import __version__
 
 log = logging.getLogger(__name__)
@@ -356,8 +357,6 @@ def evaluate(source: str, data: str, num: int | None = None, num_real: int | Non
         raise MetricsError(f"--resolution {resolution} is out of range; expected 8 to {MAX_RESOLUTION}")
     generator = None
     if not is_image_source(source):  # a bad generator fails before the feature network loads
-        from ganxfer.sources import load_generator
-
         generator = load_generator(source).to(dev)
     net = load_extractor(extractor, dev)  # missing weights fail before any image is read
     cached = {}

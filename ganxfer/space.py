@@ -1,5 +1,7 @@
-"""The Hub Space that ``ganxfer push --space`` writes: ``app.py`` serving ``ganxfer demo`` of the pushed model,
-``requirements.txt`` pinned to this ganxfer, and a README whose metadata says ``sdk: gradio``."""
+"""The Hub Space that ``ganxfer push --space`` writes, serving ``ganxfer demo`` of the pushed model.
+
+``app.py`` runs the demo, ``requirements.txt`` pins this ganxfer, and the README's metadata says ``sdk: gradio``.
+"""
 
 from __future__ import annotations
 
