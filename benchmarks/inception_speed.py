@@ -21,7 +21,7 @@ from results import append_row, git_commit, machine
 
 from ganxfer.data import load_data
 from ganxfer.metrics import image_batches, load_extractor
-from ganxfer.recipe import DataConfig
+from ganxfer.schema import DataConfig
 
 HEADING = "## Inception feature extraction time (benchmarks/inception_speed.py)"
 COLUMNS = ("| date | commit | machine | device | batch | images timed | s per image | s per 1,000 images "

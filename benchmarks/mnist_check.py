@@ -48,7 +48,7 @@ def mnist(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST images in [-1, 1] (N, 1, 28, 28) and labels, from ``$GANXFER_DATA/mnist``."""
     from torchvision.datasets import MNIST
 
-    from ganxfer.data import mnist_root
+    from ganxfer.cache import mnist_root
 
     ds = MNIST(str(mnist_root()), train=train, download=False)
     return ds.data[:, None].float() / 127.5 - 1, ds.targets

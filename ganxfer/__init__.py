@@ -1,6 +1,6 @@
 """ganxfer: train GANs fast by transfer learning (pretrained-backbone discriminators, warm-started generators)."""
 
-__version__ = "0.1.0"
+from ganxfer.version import __version__
 
 
 def load_generator(source: str):
@@ -12,7 +12,7 @@ def load_generator(source: str):
     >>> images = ganxfer.load_generator("dcgan-mnist-64").sample(16, seed=0)  # (16, C, H, W) in [-1, 1]
     >>> images = ganxfer.load_generator("someone/anime-gan@main").sample(64, seed=1)
     """
-    from ganxfer.hub import load_generator as _load
+    from ganxfer.sources import load_generator as _load
 
     return _load(source)
 

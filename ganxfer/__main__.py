@@ -1,3 +1,5 @@
+"""``python -m ganxfer``: the command line."""
+
 from ganxfer.cli import main
 
 if __name__ == "__main__":

@@ -98,11 +98,7 @@ class DiffAugment:
         unknown = [n for n in names if n not in POLICIES]
         if unknown:
             raise ValueError(f"augment.policy: unknown '{unknown[0]}'; use a comma list of {', '.join(POLICIES)}")
-        self.policy = names
         self.ops = [op for n in names for op in POLICIES[n]]
-
-    def __bool__(self) -> bool:
-        return bool(self.ops)
 
     def __call__(self, x: torch.Tensor, gen: Gen = None) -> torch.Tensor:
         for op in self.ops:

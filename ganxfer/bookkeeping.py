@@ -95,6 +95,7 @@ class Signals:
             signal.signal(s, handler)
 
     def _handle(self, signum: int, frame) -> None:
-        if not self.deferred or self.received is not None:
+        stop = not self.deferred or self.received is not None
+        self.received = self.received or signum  # kept even when Python swallows the Stop (weakref callbacks,
+        if stop:                                 # __del__, an import's lock cleanup): the step boundary sees it
             raise Stop(signum)
-        self.received = signum

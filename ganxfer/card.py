@@ -1,4 +1,4 @@
-"""The folder ``ganxfer push`` uploads, and its model card (README.md with Hub metadata).
+"""Publishing a generator on the Hub: the upload folder, its model card (README.md with Hub metadata), the push.
 
 The folder is itself a loadable generator: ``config.json`` + ``model.safetensors`` at its root, the
 discriminator (with ``--with-discriminator``) in ``discriminator/``, plus ``recipe.yaml`` when the run
@@ -8,22 +8,93 @@ recorded one, ``samples.png`` (the run's latest grid, or one rendered now) and `
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import HfApi, ModelCard, ModelCardData
 
-from ganxfer.hub import BUNDLED, PushError, SourceError, parse_hub_id, resolve
+from ganxfer.cache import NETWORK_ERRORS, at, hub_offline, parse_hub_id
+from ganxfer.errors import GanxferError
+from ganxfer.images import write_grid
 from ganxfer.nets import load_model, read_config
+from ganxfer.sources import BUNDLED, SourceError, resolve
+from ganxfer.space import build_space
+from ganxfer.version import __version__
 
 SAMPLES = "samples.png"
 REPO_URL = "https://github.com/ganxfer/ganxfer"
 HUB_DATASETS = {"mnist": "ylecun/mnist"}  # data.path shortcuts -> their Hub dataset ids
 KIND_NAMES = {"dcgan": "DCGAN", "projected": "Projected GAN"}
+
+
+# The model card; ``card_data`` is the YAML metadata (:func:`card_data`), the rest model_card's arguments.
+CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ name }}
+
+{{ description }}
+
+![Sample grid]({{ samples }})
+
+{% if space -%}
+Try it in the browser: [{{ space }}](https://huggingface.co/spaces/{{ space }}), a Gradio demo (`ganxfer demo`) \
+with seed grids, interpolations and a latent scale.
+
+{% endif -%}
+## Usage
+
+```python
+import ganxfer  # pip install ganxfer
+generator = ganxfer.load_generator("{{ repo_id }}")
+images = generator.sample(16, seed=0)  # (16, {{ channels }}, {{ resolution }}, {{ resolution }}) tensor in [-1, 1]
+```
+
+From the shell: `ganxfer sample {{ repo_id }} --num 64 --out grid.png`.
+{% if discriminator %}
+`discriminator/` holds the discriminator it was trained against: a recipe can warm-start both with \
+`generator.init: {{ repo_id }}` and `discriminator.init: {{ repo_id }}`.
+{% endif %}
+## Training
+
+{% if training -%}
+| | |
+|---|---|
+{% for key, value in training -%}
+| {{ key }} | {{ value }} |
+{% endfor -%}
+{% if has_recipe %}
+The full recipe is [`recipe.yaml`](recipe.yaml); `ganxfer train recipe.yaml` repeats the run.
+{% endif -%}
+{% else -%}
+No training recipe was recorded with this generator.
+{% endif %}
+## Evaluation
+
+{% if evaluation -%}
+Against the training data with {{ eval_num }} generated images (Inception features; lower is better):
+
+| kimg | FID | KID ×10³ |
+|---|---|---|
+{% for kimg, fid, kid in evaluation -%}
+| {{ kimg }} | {{ fid }} | {{ kid }} |
+{% endfor -%}
+{% else -%}
+Not evaluated yet: `ganxfer evaluate {{ repo_id }} --data PATH` computes FID and KID.
+{% endif %}
+## Files
+
+{% for file in files -%}
+- `{{ file }}`
+{% endfor %}"""
+
+class PushError(GanxferError):
+    """A push that cannot be made, phrased as one line."""
 
 
 @dataclass
@@ -150,10 +221,11 @@ def _describe(config: dict, info: RunInfo) -> str:
     return text + ". Weights are safetensors, and `config.json` rebuilds the exact network; nothing is unpickled."
 
 
-def _training(info: RunInfo, has_recipe: bool) -> list[str]:
+def _training(info: RunInfo) -> list[tuple[str, str]]:
+    """The training table's rows, [] when no recipe was recorded."""
     r = info.recipe
     if not r:
-        return ["No training recipe was recorded with this generator."]
+        return []
     data, g, d, loss, tr = (r.get(k) or {} for k in ("data", "generator", "discriminator", "loss", "train"))
     optim, aug = r.get("optim") or {}, (r.get("augment") or {}).get("policy")
     backbone = f"`{d.get('backbone')}` backbone ({d.get('mode')})" if d.get("kind") == "projected" \
@@ -171,24 +243,18 @@ def _training(info: RunInfo, has_recipe: bool) -> list[str]:
     if info.wall_s is not None:
         rows.append(("training time", f"{info.wall_s / 3600:.2f} h" if info.wall_s >= 360 else f"{info.wall_s:.0f} s"))
     rows.append(("hardware", info.hardware or "not recorded"))
-    lines = ["| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
-    if has_recipe:
-        lines += ["", "The full recipe is [`recipe.yaml`](recipe.yaml); `ganxfer train recipe.yaml` repeats the run."]
-    return lines
+    return rows
 
 
-def _evaluation(info: RunInfo, repo_id: str) -> list[str]:
-    if not info.evals:
-        return [f"Not evaluated yet: `ganxfer evaluate {repo_id} --data PATH` computes FID and KID."]
-    ev = info.recipe.get("eval") or {}
-    lines = [f"Against the training data with {ev.get('num', '?')} generated images (Inception features; "
-             "lower is better):", "", "| kimg | FID | KID ×10³ |", "|---|---|---|"]
+def _evaluation(info: RunInfo) -> list[tuple[str, str, str]]:
+    """(kimg, FID, KID ×10³) of the last five evaluations; '–' where a metric was not computed."""
+    rows = []
     for r in info.evals[-5:]:
         fid = f"{r['fid']:.2f}" if "fid" in r else "–"
         kid = f"{r['kid_mean'] * 1e3:.2f}" + (f" ± {r['kid_std'] * 1e3:.2f}" if "kid_std" in r else "") \
             if "kid_mean" in r else "–"
-        lines.append(f"| {r.get('kimg', 0):g} | {fid} | {kid} |")
-    return lines
+        rows.append((f"{r.get('kimg', 0):g}", fid, kid))
+    return rows
 
 
 def card_facts(text: str) -> dict:
@@ -213,22 +279,13 @@ def card_facts(text: str) -> dict:
 def model_card(repo_id: str, config: dict, info: RunInfo, files: list[str], license: str = "apache-2.0",
                space: str | None = None) -> ModelCard:
     """The README.md of a pushed generator: Hub metadata, what it is, three-line usage, training, metrics, grid;
-    with ``space``, a link to its demo Space."""
-    usage = ["```python", "import ganxfer  # pip install ganxfer", f'generator = ganxfer.load_generator("{repo_id}")',
-             f"images = generator.sample(16, seed=0)  # (16, {config.get('channels', 3)}, {config.get('resolution')}, "
-             f"{config.get('resolution')}) tensor in [-1, 1]", "```", "",
-             f"From the shell: `ganxfer sample {repo_id} --num 64 --out grid.png`."]
-    if any(f.startswith("discriminator/") for f in files):
-        usage += ["", f"`discriminator/` holds the discriminator it was trained against: a recipe can warm-start "
-                      f"both with `generator.init: {repo_id}` and `discriminator.init: {repo_id}`."]
-    demo = [f"Try it in the browser: [{space}](https://huggingface.co/spaces/{space}), a Gradio demo "
-            "(`ganxfer demo`) with seed grids, interpolations and a latent scale.", ""] if space else []
-    body = [f"# {repo_id.split('/')[-1]}", "", _describe(config, info), "", f"![Sample grid]({SAMPLES})", "", *demo,
-            "## Usage", "", *usage, "", "## Training", "", *_training(info, "recipe.yaml" in files), "",
-            "## Evaluation", "", *_evaluation(info, repo_id), "", "## Files", "",
-            *[f"- `{f}`" for f in files], ""]
-    data = card_data(config, info, license)
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+    with ``space``, a link to its demo Space. Rendered from :data:`CARD_TEMPLATE` by ``ModelCard.from_template``."""
+    return ModelCard.from_template(
+        card_data(config, info, license), template_str=CARD_TEMPLATE, name=repo_id.split("/")[-1], repo_id=repo_id,
+        description=_describe(config, info), samples=SAMPLES, space=space, channels=config.get("channels", 3),
+        resolution=config.get("resolution"), discriminator=any(f.startswith("discriminator/") for f in files),
+        training=_training(info), has_recipe="recipe.yaml" in files, evaluation=_evaluation(info),
+        eval_num=(info.recipe.get("eval") or {}).get("num", "?"), files=files)
 
 
 def _inside(path: Path, root: Path) -> Path:
@@ -260,11 +317,8 @@ def _grid(run: Path | None, generator: Path, info: RunInfo, out: Path, root: Pat
     if existing is not None:
         _copy(existing, out, root)
         return
-    from torchvision.utils import save_image
-
     n = (info.recipe.get("train") or {}).get("num_samples", 64)
-    images = load_model(generator, "generator").sample(n, seed=0)
-    save_image(images, str(out), nrow=math.ceil(math.sqrt(n)), normalize=True, value_range=(-1, 1), padding=1)
+    write_grid(load_model(generator, "generator").sample(n, seed=0), out)
 
 
 def _copy_model(folder: Path, out: Path, root: Path) -> None:
@@ -300,3 +354,57 @@ def build_upload(source: str, repo_id: str, out: Path, with_discriminator: bool 
     files = sorted([p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()] + ["README.md"])
     model_card(repo_id, read_config(generator), info, files, license, space).save(out / "README.md")
     return files
+
+
+def push(source: str, repo_id: str, private: bool = False, revision: str | None = None,
+         with_discriminator: bool = False, dry_run_dir: str | Path | None = None, license: str = "apache-2.0",
+         hardware: str | None = None, space: str | None = None) -> str:
+    """Upload ``source``'s generator (and discriminator), recipe, sample grid and model card to ``repo_id``; with
+    ``space``, also a Gradio Space serving its demo, linked from the card.
+
+    With ``dry_run_dir`` the exact upload folder is written there (with ``space``: ``model/`` and ``space/`` in
+    it) and nothing touches the network. Returns the repo URL (and the Space's), or the dry-run folder.
+    """
+    if parse_hub_id(repo_id) is None or "@" in repo_id:
+        raise PushError(f"REPO_ID '{repo_id}' must be owner/name; pass a branch with --revision")
+    if space is not None and (parse_hub_id(space) is None or "@" in space):
+        raise PushError(f"--space '{space}' must be owner/name, the id of a Space")
+    model = f"{repo_id}{at(revision)}"  # what the Space loads
+
+    def write(out: Path) -> tuple[Path, list[str]]:
+        folder = out / "model" if space else out
+        files = build_upload(source, repo_id, folder, with_discriminator, license, hardware, space)
+        if space:
+            build_space(model, space, out / "space")
+        return folder, files
+
+    if dry_run_dir is not None:
+        out = Path(dry_run_dir)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise PushError(f"--dry-run {out} already exists and is not an empty folder; pick a new folder")
+        write(out)
+        return str(out)
+    if hub_offline():
+        raise PushError(f"HF_HUB_OFFLINE=1 forbids uploading to {repo_id}; unset it to push, "
+                        "or write the folder with --dry-run DIR")
+    with tempfile.TemporaryDirectory(prefix="ganxfer-push-") as tmp:
+        folder, files = write(Path(tmp) / "upload")
+        api = HfApi(library_name="ganxfer", library_version=__version__)
+        target = repo_id
+        try:
+            url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            if revision:
+                api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+            api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type="model",
+                              revision=revision, commit_message=f"Upload ganxfer generator ({len(files)} files)")
+            if space:
+                target = space
+                space_url = api.create_repo(space, private=private, exist_ok=True, repo_type="space",
+                                            space_sdk="gradio")
+                api.upload_folder(repo_id=space, folder_path=Path(tmp) / "upload" / "space", repo_type="space",
+                                  commit_message=f"ganxfer demo of {model}")
+        except NETWORK_ERRORS as e:
+            raise PushError(f"push to {target} failed: {str(e).splitlines()[0]} "
+                            "(log in with `hf auth login` using a token that can write)") from None
+    where = f"{url}/tree/{revision}" if revision else str(url)
+    return f"{where} (Space: {space_url})" if space else where

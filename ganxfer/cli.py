@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from ganxfer import __version__
 from ganxfer.errors import GanxferError, OptionError
+from ganxfer.version import __version__
 
 MAX_GRID = 1024  # images in one --out .png grid; a folder takes any number
 
@@ -63,7 +63,8 @@ def run_options(fn):
 
 def _run(recipe_path: Path, overrides: tuple[str, ...], run_dir: Path | None, resume: bool, overwrite: bool,
          dry_run: bool, need_init: bool) -> None:
-    from ganxfer.recipe import RecipeError, differences, load_recipe
+    from ganxfer.recipe import differences, load_recipe
+    from ganxfer.schema import RecipeError
 
     recipe = load_recipe(recipe_path, overrides)
     run_dir = run_dir or Path("runs") / recipe.name
@@ -153,7 +154,8 @@ def sample(source: str, num: int, out: Path, seed: int, device: str | None) -> N
     import torch
     from torchvision.utils import save_image
 
-    from ganxfer.hub import load_generator
+    from ganxfer.images import write_grid
+    from ganxfer.sources import load_generator
 
     grid = out.suffix.lower() == ".png"
     if grid and num > MAX_GRID:
@@ -161,9 +163,7 @@ def sample(source: str, num: int, out: Path, seed: int, device: str | None) -> N
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     generator = load_generator(source).to(device)
     if grid:
-        images = generator.sample(num, seed=seed)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_image(images, str(out), nrow=max(1, round(num**0.5)), normalize=True, value_range=(-1, 1), padding=1)
+        write_grid(generator.sample(num, seed=seed), out)
     else:
         out.mkdir(parents=True, exist_ok=True)
         i = 0
@@ -317,7 +317,7 @@ def push(source: str, repo_id: str, private: bool, revision: str | None, with_di
     ganxfer push runs/anime_dcgan someone/anime-gan --space someone/anime-gan-demo
     GANXFER_MODEL=out/model python out/space/app.py     # after --dry-run out/ --space ...: the Space, locally
     """
-    from ganxfer.hub import push as push_to_hub
+    from ganxfer.card import push as push_to_hub
 
     where = push_to_hub(source, repo_id, private=private, revision=revision, with_discriminator=with_discriminator,
                         dry_run_dir=dry_run, license=license_, hardware=hardware, space=space)

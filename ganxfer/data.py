@@ -1,4 +1,8 @@
-"""Training images: MNIST, folders or zips of images, decoded once into a uint8 tensor when they fit.
+"""Training images: MNIST, folders or zips of images, decoded once into RAM when they fit, else streamed.
+
+A set larger than ``data.in_memory_gb`` is streamed through a ``torch.utils.data.DataLoader`` whose
+``batch_sampler`` is the order the loop asks for, with ``data.workers`` persistent worker processes, each
+holding its own open zip.
 
 Batches are drawn by index from a per-epoch permutation that depends only on (seed, epoch), so the
 position in the data is a pure function of the number of images already shown: resuming needs no
@@ -7,9 +11,9 @@ sampler state, and every process of a multi-GPU run agrees on the order.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
+import signal
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,24 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from ganxfer.errors import GanxferError
-from ganxfer.recipe import DataConfig
+from ganxfer import hubdata
+from ganxfer.cache import mnist_root
+from ganxfer.images import IMAGE_EXTENSIONS, DataError, list_images, open_image, to_square
+from ganxfer.schema import DataConfig
 
 log = logging.getLogger(__name__)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-MAX_FILE_BYTES = 64 * 2**20  # one image file or zip member; larger ones count as unreadable
-HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit grayscale (PNG, TIFF) and 32-bit integer modes
-
-
-class DataError(GanxferError):
-    """A data problem, phrased as one line for the user."""
-
-
-def mnist_root() -> Path:
-    base = os.environ.get("GANXFER_DATA")
-    return Path(base) / "mnist" if base else Path.home() / ".cache" / "ganxfer" / "mnist"
 
 
 def load_mnist(train: bool = True) -> torch.Tensor:
@@ -54,66 +47,12 @@ def load_mnist(train: bool = True) -> torch.Tensor:
                         "set GANXFER_DATA to a folder holding mnist/MNIST/raw") from None
 
 
-def list_images(path: Path) -> list[str]:
-    """Image files under a folder (recursive) or inside a zip, sorted by name."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if n.lower().endswith(IMAGE_EXTENSIONS)]
-    else:
-        names = [str(p.relative_to(path)) for p in path.rglob("*")
-                 if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
-    return sorted(names)
-
-
-def open_image(root: Path, name: str) -> Image.Image:
-    """One image of a folder or zip, opened lazily, with two guards: files (and zip members, by their declared
-    size) over :data:`MAX_FILE_BYTES`, and images over PIL's ``Image.MAX_IMAGE_PIXELS`` (decompression
-    bombs), raise before any pixel is decoded."""
-    if zipfile.is_zipfile(root):
-        with zipfile.ZipFile(root) as zf:
-            size = zf.getinfo(name).file_size
-            data = zf.read(name) if size <= MAX_FILE_BYTES else b""
-        img = Image.open(io.BytesIO(data)) if data else None
-    else:
-        size = (root / name).stat().st_size
-        img = Image.open(root / name) if size <= MAX_FILE_BYTES else None
-    if img is None:
-        raise DataError(f"{name} is {size:,} bytes, over the {MAX_FILE_BYTES:,} a training image may take")
-    if img.width * img.height > Image.MAX_IMAGE_PIXELS:
-        img.close()
-        raise Image.DecompressionBombError(f"{name} has {img.width * img.height:,} pixels, over "
-                                           f"Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS:,}")
-    return img
-
-
-def to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit (and integer) grayscale to 8-bit 'L' by scaling 0..65535 to 0..255; PIL's own conversion clips,
-    which turns a 16-bit image white. Integer images that hold 8-bit values already are kept as they are."""
-    if img.mode not in HIGH_DEPTH:
-        return img
-    arr = np.asarray(img).astype(np.int64)
-    if img.mode != "I" or arr.max(initial=0) > 255:
-        arr = (arr.clip(0, 65535) + 128) // 257
-    return Image.fromarray(arr.clip(0, 255).astype(np.uint8), "L")
-
-
-def to_square(img: Image.Image, resolution: int, channels: int) -> np.ndarray:
-    """Convert mode, resize the short side to ``resolution`` (Lanczos) and center-crop: (H, W, C) uint8."""
-    img = to_8bit(img).convert("L" if channels == 1 else "RGB")
-    w, h = img.size
-    if (w, h) != (resolution, resolution):
-        scale = resolution / min(w, h)
-        nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
-        img = img.resize((nw, nh), Image.LANCZOS)
-        left, top = (nw - resolution) // 2, (nh - resolution) // 2
-        img = img.crop((left, top, left + resolution, top + resolution))
-    arr = np.asarray(img, dtype=np.uint8)
-    return arr[:, :, None] if arr.ndim == 2 else arr
-
-
 @dataclass
-class ImageSet:
-    """N images of shape (C, R, R) as uint8, either in ``pixels`` or decoded from ``files`` on demand."""
+class ImageSet(torch.utils.data.Dataset):
+    """N images of shape (C, R, R) as uint8, either in ``pixels`` or decoded from ``files`` on demand.
+
+    As a torch ``Dataset``, item ``i`` is ``(file name, (R, R, C) uint8 array or None when it fails to decode)``.
+    """
 
     resolution: int
     channels: int
@@ -122,13 +61,28 @@ class ImageSet:
     files: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     workers: int = 2
+    _archive: tuple[int, zipfile.ZipFile | None] | None = field(default=None, init=False, repr=False)  # (pid, zip)
+    _loader: torch.utils.data.DataLoader | None = field(default=None, init=False, repr=False)
+    _request: list[list[int]] = field(default_factory=list, init=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.pixels) if self.pixels is not None else len(self.files)
 
+    def __getitem__(self, i: int) -> tuple[str, np.ndarray | None]:
+        return self.files[i], self._decode(self.files[i])
+
+    def __getstate__(self) -> dict:  # for spawned workers: no open zip, no loader
+        return {**self.__dict__, "_archive": None, "_loader": None}
+
+    def _zip(self) -> zipfile.ZipFile | None:
+        """``root`` opened as a zip once per process (None for a folder)."""
+        if self._archive is None or self._archive[0] != os.getpid():
+            self._archive = (os.getpid(), zipfile.ZipFile(self.root) if zipfile.is_zipfile(self.root) else None)
+        return self._archive[1]
+
     def _decode(self, name: str) -> np.ndarray | None:
         try:
-            with open_image(self.root, name) as img:
+            with open_image(self.root, name, self._zip()) as img:
                 return to_square(img, self.resolution, self.channels)
         except Exception:  # any decoder failure (or guard) makes the file unreadable, never the run
             return None
@@ -136,7 +90,7 @@ class ImageSet:
     def _check(self, name: str) -> bool:
         """Whether ``name`` decodes: what :meth:`_decode` does, minus the resize, and JPEGs at reduced size."""
         try:
-            with open_image(self.root, name) as img:
+            with open_image(self.root, name, self._zip()) as img:
                 img.draft(img.mode, (self.resolution, self.resolution))
                 img.load()
             return True
@@ -144,6 +98,7 @@ class ImageSet:
             return False
 
     def _map(self, fn, names: list[str]) -> list:
+        """``fn`` over every name with ``workers`` threads: the one pass that checks or decodes the whole set."""
         if self.workers <= 1 or len(names) < 8:
             return [fn(n) for n in names]
         with ThreadPoolExecutor(self.workers) as pool:
@@ -152,17 +107,45 @@ class ImageSet:
     def decode(self, names: list[str]) -> list[np.ndarray | None]:
         return self._map(self._decode, names)
 
+    def loader(self) -> torch.utils.data.DataLoader:
+        """The streaming DataLoader: its batch sampler yields the parts of the batch asked for last."""
+        if self._loader is None:
+            workers = self.workers if self.workers > 1 else 0
+            self._loader = torch.utils.data.DataLoader(self, batch_sampler=_Requested(self), num_workers=workers,
+                                                       collate_fn=list, persistent_workers=workers > 0,
+                                                       worker_init_fn=_leave_signals_to_the_loop)
+        return self._loader
+
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, R, R) for the given indices."""
         if self.pixels is not None:
             return self.pixels[idx]
-        names = [self.files[i] for i in idx.tolist()]
-        arrays = self.decode(names)
-        for name, a in zip(names, arrays, strict=True):
+        self._request = [part.tolist() for part in idx.tensor_split(max(1, min(self.workers, len(idx))))]
+        items = [item for part in self.loader() for item in part]
+        for name, a in items:
             if a is None:  # it decoded when the set was checked: it changed on disk since
                 raise DataError(f"{self.root / name} no longer decodes (it was readable when training started); "
                                 "restore or remove it, then continue with --resume")
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        return torch.from_numpy(np.stack([a for _, a in items])).permute(0, 3, 1, 2)
+
+
+def _leave_signals_to_the_loop(_: int) -> None:
+    """Ctrl-C reaches the whole process group: workers ignore it, so the loop can finish its step and save."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _Requested(torch.utils.data.Sampler):
+    """The batch sampler of :meth:`ImageSet.loader`: the order the loop asks for (one batch, split in parts one
+    per worker), read anew each time the persistent loader is iterated."""
+
+    def __init__(self, data: ImageSet) -> None:
+        self.data = data
+
+    def __iter__(self):
+        return iter(self.data._request)
+
+    def __len__(self) -> int:
+        return len(self.data._request)
 
 
 def _from_mnist(cfg: DataConfig) -> ImageSet:
@@ -204,16 +187,20 @@ def _from_files(cfg: DataConfig, root: Path) -> ImageSet:
     return data
 
 
+def image_source(path: str) -> Path | None:
+    """Where ``data.path`` images come from: None for MNIST, else a local folder or zip (a ``hub:owner/name``
+    dataset is fetched, and its parquet images extracted, first)."""
+    if path == "mnist":
+        return None
+    if path.startswith("hub:"):
+        return hubdata.fetch_dataset(path[4:])
+    return Path(path).expanduser()
+
+
 def load_data(cfg: DataConfig) -> ImageSet:
     """Build the training set described by ``data.*``; unreadable files are counted and reported."""
-    if cfg.path == "mnist":
-        data = _from_mnist(cfg)
-    elif cfg.path.startswith("hub:"):
-        from ganxfer.hub import fetch_dataset
-
-        data = _from_files(cfg, fetch_dataset(cfg.path[4:]))
-    else:
-        data = _from_files(cfg, Path(cfg.path).expanduser())
+    root = image_source(cfg.path)
+    data = _from_mnist(cfg) if root is None else _from_files(cfg, root)
     if data.unreadable:
         shown = ", ".join(data.unreadable[:3]) + (" ..." if len(data.unreadable) > 3 else "")
         log.warning("skipped %d unreadable image(s) under %s: %s", len(data.unreadable), cfg.path, shown)

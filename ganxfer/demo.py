@@ -7,7 +7,6 @@ Every input is checked on the server, so the limits hold for API callers too.
 
 from __future__ import annotations
 
-import math
 import re
 import tempfile
 import time
@@ -17,9 +16,13 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 from torchvision.transforms.functional import to_pil_image
-from torchvision.utils import make_grid
 
+from ganxfer.cache import NETWORK_ERRORS, hub_cache, hub_offline, parse_hub_id
+from ganxfer.card import card_facts, find_run, run_info
 from ganxfer.errors import GanxferError
+from ganxfer.images import make_sheet
+from ganxfer.nets import read_config
+from ganxfer.sources import load_generator, resolve
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -80,8 +83,6 @@ class Studio:
     """One generator and what the page asks of it; results are PIL images and files in a temporary folder."""
 
     def __init__(self, source: str, device: str | None = None) -> None:
-        from ganxfer.hub import load_generator, resolve
-
         self.source = source
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.folder = resolve(source, "generator")
@@ -96,7 +97,7 @@ class Studio:
     def grid(self, seed: int, count: int, scale: float = 1.0) -> Image.Image:
         """``count`` images of ``seed`` (those of ``ganxfer sample --seed`` at scale 1), as one grid."""
         images = self._images(latents(seed, count, self.generator.latent_dim) * scale)
-        sheet = make_grid(images, nrow=math.ceil(math.sqrt(count)), padding=PAD, normalize=True, value_range=(-1, 1))
+        sheet = make_sheet(images, padding=PAD)
         return to_image(torch.nn.functional.pad(sheet, (PAD,) * 4) if count == 1 else sheet)  # make_grid skips it
 
     def frames(self, seed_a: int, seed_b: int, count: int, scale: float = 1.0) -> list[Image.Image]:
@@ -138,9 +139,6 @@ def strip(frames: list[Image.Image]) -> Image.Image:
 
 def facts(studio: Studio) -> str:
     """Markdown: what the model is, and what its run or model card records (images seen, KID, FID)."""
-    from ganxfer.card import card_facts, find_run, run_info
-    from ganxfer.nets import read_config
-
     config = read_config(studio.folder)
     res, channels = config.get("resolution", "?"), config.get("channels", 3)
     kind = config.get("ganxfer", {}).get("kind", "?").upper()
@@ -168,8 +166,6 @@ def _card_text(source: str, folder: Path) -> str | None:
     """The model card (README.md) beside the weights, or of the Hub repo when it is cached or reachable."""
     if (folder / "README.md").is_file():
         return (folder / "README.md").read_text()
-    from ganxfer.hub import NETWORK_ERRORS, hub_cache, hub_offline, parse_hub_id
-
     parsed = None if Path(source).expanduser().exists() else parse_hub_id(source)
     if parsed is None:
         return None

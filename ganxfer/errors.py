@@ -1,4 +1,4 @@
-"""The base of every error that the CLI turns into one line and a non-zero exit, with no traceback."""
+"""Errors shared across modules, and the base of every error the CLI turns into one line and a non-zero exit."""
 
 
 class GanxferError(Exception):
@@ -9,3 +9,8 @@ class GanxferError(Exception):
 
 class OptionError(GanxferError):
     """A command-line option whose value cannot be used, phrased as one line."""
+
+
+class WeightsError(GanxferError, RuntimeError):
+    """Pretrained weights (a backbone's, the feature extractor's) neither cached nor downloadable, or a weight file
+    that does not fit."""

@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
-from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from ganxfer import checkpoint
@@ -31,6 +30,7 @@ from ganxfer.checkpoint import Counters
 from ganxfer.data import BatchPlan, load_data, to_float
 from ganxfer.ema import recalibrated, update_ema
 from ganxfer.errors import GanxferError
+from ganxfer.images import make_sheet, write_grid
 from ganxfer.lock import RunLock
 from ganxfer.losses import d_loss, g_loss, r1_penalty
 from ganxfer.metrics import COLLAPSE_GRID, spread, thumbnails
@@ -134,9 +134,7 @@ def save_grid(generator: torch.nn.Module, z: torch.Tensor, path: Path) -> torch.
     """Write the fixed-z grid of ``generator`` (in eval mode, BatchNorm recalibrated); return its images."""
     with torch.no_grad():
         images = torch.cat([generator(zb).float().cpu() for zb in z.split(64)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images, str(path), nrow=int(math.ceil(math.sqrt(len(images)))), normalize=True,
-               value_range=(-1, 1), padding=1)
+    write_grid(images, path)
     return images
 
 
@@ -383,11 +381,10 @@ def hardware(acc: Accelerator) -> str:
 def log_images(acc: Accelerator, images: torch.Tensor, step: int) -> None:
     """The sample grid to every tracker that takes images (TensorBoard as a tensor, the others as PIL)."""
     from torchvision.transforms.functional import to_pil_image
-    from torchvision.utils import make_grid
 
     if not acc.trackers:
         return
-    sheet = make_grid(images, nrow=int(math.ceil(math.sqrt(len(images)))), normalize=True, value_range=(-1, 1))
+    sheet = make_sheet(images, padding=2)
     for tracker in acc.trackers:
         if tracker.name == "tensorboard":
             tracker.log_images({"samples": sheet[None]}, step=step)

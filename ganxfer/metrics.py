@@ -39,9 +39,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ganxfer.data import list_images, load_data, mnist_root, open_image, to_uint8
-from ganxfer.errors import GanxferError
-from ganxfer.recipe import METRICS, MIN_IMAGES, DataConfig, field_range
+from ganxfer.cache import ganxfer_cache, mnist_root
+from ganxfer.data import image_source, load_data, to_uint8
+from ganxfer.errors import GanxferError, WeightsError
+from ganxfer.images import list_images, open_image
+from ganxfer.schema import METRICS, MIN_IMAGES, DataConfig, field_range
+from ganxfer.sources import load_generator
+from ganxfer.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +70,6 @@ class MetricsError(GanxferError):
     """An evaluation problem, phrased as one line for the user."""
 
 
-class WeightsError(MetricsError):
-    """The feature extractor's weights are neither cached nor downloadable."""
-
-
 def require_fidelity():
     """The torch_fidelity module, or a one-line error that names the extra to install."""
     try:
@@ -81,10 +81,8 @@ def require_fidelity():
 
 
 def cache_dir() -> Path:
-    """``$GANXFER_CACHE/fid-stats``, else ``$XDG_CACHE_HOME/ganxfer/fid-stats`` (``~/.cache`` by default)."""
-    if os.environ.get("GANXFER_CACHE"):
-        return Path(os.environ["GANXFER_CACHE"]) / "fid-stats"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ganxfer" / "fid-stats"
+    """``fid-stats`` in the ganxfer cache (``$GANXFER_CACHE``, else ``~/.cache/ganxfer``)."""
+    return ganxfer_cache() / "fid-stats"
 
 
 def parse_metrics(spec: str | list[str]) -> list[str]:
@@ -174,16 +172,11 @@ def generated_batches(generator: nn.Module, num: int, batch: int, seed: int) -> 
 
 def _files_of(cfg: DataConfig) -> tuple[str, list[tuple[str, int, int]]]:
     """(where the data lives, [(file, size, mtime_ns)]) for exactly the files ``load_data(cfg)`` reads."""
-    if cfg.path == "mnist":
+    root = image_source(cfg.path)
+    if root is None:
         raw = mnist_root() / "MNIST" / "raw"
         files = sorted(p for p in raw.glob("train-*") if p.is_file()) if raw.is_dir() else []
         return str(raw.resolve()) if raw.is_dir() else str(raw), [(p.name, *_stat(p)) for p in files]
-    if cfg.path.startswith("hub:"):
-        from ganxfer.hub import fetch_dataset
-
-        root = Path(fetch_dataset(cfg.path[4:]))
-    else:
-        root = Path(cfg.path).expanduser()
     if not root.exists():
         return str(root), []  # load_data raises the user-facing error
     root = root.resolve()
@@ -326,15 +319,13 @@ def collapsed(scores: dict) -> bool:
 
 
 def versions() -> dict[str, str]:
-    import ganxfer
-
     try:
         import torch_fidelity
 
         fidelity = torch_fidelity.__version__
     except ImportError:
         fidelity = "missing"
-    return {"torch": torch.__version__, "torch_fidelity": fidelity, "ganxfer": ganxfer.__version__}
+    return {"torch": torch.__version__, "torch_fidelity": fidelity, "ganxfer": __version__}
 
 
 # --- evaluate ------------------------------------------------------------------------------------------------
@@ -366,8 +357,6 @@ def evaluate(source: str, data: str, num: int | None = None, num_real: int | Non
         raise MetricsError(f"--resolution {resolution} is out of range; expected 8 to {MAX_RESOLUTION}")
     generator = None
     if not is_image_source(source):  # a bad generator fails before the feature network loads
-        from ganxfer.hub import load_generator
-
         generator = load_generator(source).to(dev)
     net = load_extractor(extractor, dev)  # missing weights fail before any image is read
     cached = {}

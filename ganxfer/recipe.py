@@ -1,43 +1,23 @@
-"""Recipes: a typed schema, YAML loading, ``--set`` overrides and one-line errors.
+"""Recipes: YAML loading, ``--set`` overrides, and the rules that tie keys together, all checked at load time.
 
-A recipe is a YAML file with the sections below. Every key has a default, a type and, where it matters,
-a range or a set of choices; anything else is refused with a message that names the key and the closest
-valid one. Numbers follow YAML 1.2 (``1e-4`` is a float). ``${VAR}``, ``${VAR:-default}`` and
-``${VAR:+alternative}`` are expanded in string values, as in bash, for ``GANXFER_*`` variables and
-:data:`ENV_ALLOWED` only: the expanded recipe is written to ``RUN/recipe.yaml`` and pushed to the Hub, so a
-secret such as ``${HF_TOKEN}`` is refused rather than expanded. Together they choose between two paths, for
-example ``${GANXFER_DATA:-hub:huggan/anime-faces}${GANXFER_DATA:+/anime-faces-64}`` is
-``$GANXFER_DATA/anime-faces-64`` when GANXFER_DATA is set and the Hub dataset otherwise.
+The keys themselves (types, defaults, ranges, help) are :mod:`ganxfer.schema`'s. Numbers follow YAML 1.2
+(``1e-4`` is a float). Every problem is a one-line :class:`RecipeError`, so ``--dry-run`` catches it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import math
-import os
 import re
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
-from ganxfer.errors import GanxferError
+from ganxfer import nets
+from ganxfer.augment import POLICIES
+from ganxfer.cache import parse_hub_id
+from ganxfer.schema import LOWER_IS_BETTER, METRICS, MIN_IMAGES, Recipe, RecipeError, _build
 
-
-class RecipeError(GanxferError, ValueError):
-    """A recipe problem, phrased as one line for the user."""
-
-
-# Environment variables a recipe may expand besides GANXFER_*: locations, never credentials.
-ENV_ALLOWED = ("HOME", "USER", "TMPDIR", "XDG_CACHE_HOME", "XDG_DATA_HOME")
-# Evaluation metrics -> the keys each produces; the lower-is-better keys can pick RUN/generator-best.
-METRICS = {"fid": ("fid",), "kid": ("kid_mean", "kid_std"), "pr": ("precision", "recall")}
-MIN_IMAGES = {"fid": 2, "kid": 4, "pr": 4}  # per side
-LOWER_IS_BETTER = ("fid", "kid_mean")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -63,255 +43,6 @@ def parse_yaml(text: str, source: str) -> Any:
             raise RecipeError(f"{source}: the YAML tag {shown}{at} is refused; a recipe holds plain values only "
                               "(remove the tag)") from None
         raise RecipeError(f"{source}: invalid YAML{at}; fix the syntax") from None
-
-
-def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None, **kw: Any) -> Any:
-    """A field with a help string and an optional closed range [lo, hi]."""
-    meta = {"help": help, "lo": lo, "hi": hi}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta, **kw)
-    return field(default=default, metadata=meta, **kw)
-
-
-@dataclass
-class DataConfig:
-    path: str = _f("mnist", "'mnist', a folder or zip of images, or hub:owner/dataset")
-    resolution: int = _f(64, "square side the images are resized and center-cropped to", 8, 1024)
-    channels: int = _f(3, "1 (grayscale) or 3 (RGB)", 1, 3)
-    hflip: bool = _f(False, "random horizontal flips")
-    limit: int | None = _f(None, "use only the first N images", 1)
-    in_memory_gb: float = _f(8.0, "decode once into RAM when the uint8 set is smaller than this", 0)
-    workers: int = _f(2, "decoding threads (and DataLoader workers when streaming)", 0, 64)
-
-
-@dataclass
-class GeneratorConfig:
-    kind: str = _f("dcgan", "generator architecture (registry name)")
-    latent_dim: int = _f(100, "size of z", 1, 4096)
-    ngf: int = _f(64, "width of the last hidden layer", 4, 1024)
-    init: str | None = _f(None, "warm start: bundled name, local folder or Hub id owner/name[@rev]")
-    freeze_blocks: int = _f(0, "freeze the first K generator blocks (FreezeG)", 0)
-
-
-@dataclass
-class DiscriminatorConfig:
-    kind: str = _f("dcgan", "'dcgan' or 'projected'")
-    ndf: int = _f(64, "DCGAN width of the first layer", 4, 1024)
-    norm: Literal["batch", "spectral"] = _f("batch", "dcgan: batch (the tutorial's BatchNorm) or spectral "
-                                            "(spectral-norm convs, no BatchNorm: each image judged on its own)")
-    backbone: str = _f("tf_efficientnet_lite0.in1k", "timm model name for kind=projected")
-    pretrained: bool = _f(True, "load ImageNet weights for the backbone")
-    pretrained_file: str | None = _f(None, "local .safetensors with backbone weights")
-    mode: Literal["frozen", "finetune", "partial"] = _f("frozen", "how the backbone is trained")
-    trainable_from: int = _f(0, "partial mode: first trained feature stage", 0)
-    backbone_lr_mult: float = _f(1.0, "learning-rate multiplier of the backbone", 0)
-    out_indices: list[int] | None = _f(None, "feature levels fed to heads (default: all)")
-    input_size: int | None = _f(None, "resize images to this side before the backbone", 16, 1024)
-    projection: bool = _f(False, "fixed random cross-channel/scale mixing (Projected GAN CCM/CSM)")
-    head_channels: int = _f(64, "base width of the multi-scale heads and projections (Projected GAN: 64)", 1, 4096)
-    heads: Literal["light", "pg", "separable"] = _f("light", "head design: light (one width, no BatchNorm; the "
-                                                             "cheapest), Projected GAN's (pg) or its separable variant")
-    mbstd: int = _f(0, "projected: group size of a minibatch-stddev channel in each head (StyleGAN's; 0 = off)", 0, 64)
-    pixel_d: bool = _f(False, "projected: also a DCGAN discriminator (width ndf) on the pixels, as one more head "
-                              "(Vision-aided GAN's ensemble)")
-    init: str | None = _f(None, "warm start of a DCGAN discriminator")
-    freeze_blocks: int = _f(0, "freeze the first K discriminator blocks (FreezeD)", 0)
-
-
-@dataclass
-class LossConfig:
-    kind: Literal["bce", "hinge"] = _f("bce", "non-saturating BCE or hinge")
-    r1_gamma: float = _f(0.0, "R1 penalty weight on real images (0 = off)", 0)
-    r1_every: int = _f(16, "lazy R1: apply every N discriminator steps", 1)
-
-
-@dataclass
-class AugmentConfig:
-    policy: str = _f("", "DiffAugment policy: comma list of color, translation, cutout")
-
-
-@dataclass
-class OptimConfig:
-    g_lr: float = _f(2e-4, "generator learning rate", 0)
-    d_lr: float = _f(2e-4, "discriminator learning rate", 0)
-    betas: list[float] = _f([0.5, 0.999], "Adam betas")
-    g_lr_mult: float = _f(1.0, "multiplier on the generator learning rate (transfer)", 0)
-
-
-@dataclass
-class TrainConfig:
-    kimg: float = _f(25.0, "budget: thousands of real images shown to D", 0)
-    minutes: float | None = _f(None, "budget in minutes of training wall time (wall_s); stops at kimg or minutes, "
-                                     "whichever comes first", 0)
-    batch_size: int = _f(64, "global batch size (split over processes)", 1)
-    d_steps: int = _f(1, "D steps per G step", 1, 100)
-    sync_bn: bool = _f(False, "with several processes, the BatchNorm2d layers of G and D (a timm backbone's excepted) "
-                              "normalise by the global batch, so N processes train as one process with this "
-                              "batch_size does")
-    mixed_precision: Literal["no", "bf16", "fp16"] = _f("no", "autocast precision")
-    ema: float = _f(0.999, "EMA decay of the exported generator (0 = no EMA)", 0, 1)
-    log_every_kimg: float = _f(0.2, "metrics.jsonl cadence", 0)
-    sample_every_kimg: float = _f(5.0, "fixed-z sample grid cadence (0 = only at the end)", 0)
-    checkpoint_every_kimg: float = _f(5.0, "checkpoint cadence (0 = only at the end)", 0)
-    keep_checkpoints: int = _f(2, "how many checkpoints to keep", 1)
-    num_samples: int = _f(64, "images in the sample grid", 1, 1024)
-    log_with: list[str] = _f(["tensorboard"], "experiment trackers, through Accelerate: tensorboard, wandb, mlflow, "
-                                              "aim, comet_ml, clearml, dvclive, ... ([] = none)")
-    snapshot_every_minutes: float = _f(0.0, "export the generator to RUN/snapshots/min-MMMM every N minutes of "
-                                            "training wall time (0 = off)", 0)
-    snapshot_at_minutes: list[float] = _f([], "also export snapshots at these minutes of training time, e.g. "
-                                              "[1, 2, 5, 10]", 0)
-    bn_batches: int = _f(16, "batches of train.batch_size latents that recompute the sampled (EMA) generator's "
-                             "BatchNorm statistics before each grid, evaluation and export (0 = keep the live "
-                             "generator's)", 0, 1000)
-
-
-@dataclass
-class EvalConfig:
-    every_kimg: float = _f(0.0, "in-training evaluation cadence in kimg; 0 = off, the default, since Inception "
-                              "runs ~4 images/s on CPU; on a GPU e.g. --set eval.every_kimg=5", 0)
-    num: int = _f(500, "generated images per evaluation (KID and precision/recall; ~2 min on a 2-core CPU)", 2)
-    metrics: list[str] = _f(["kid", "pr"], "any of fid, kid, pr (pr: precision and recall on equal set sizes)")
-    data: str | None = _f(None, "reference images (default: data.path)")
-    num_real: int | None = _f(2000, "reference images used (null: data.limit, or all); features cached on disk", 2)
-    best_metric: str = _f("kid_mean", "metric that picks RUN/generator-best: fid or kid_mean (lower is better)")
-    batch: int = _f(64, "images per feature-extractor forward", 1)
-    feature_extractor: str = _f("inception-v3-compat", "torch-fidelity feature extractor")
-
-
-@dataclass
-class Recipe:
-    name: str = _f("ganxfer", "run name; the default run folder is runs/<name>")
-    seed: int = _f(0, "random seed", 0)
-    data: DataConfig = field(default_factory=DataConfig)
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([-+])([^}]*))?\}")
-
-
-def expand_env(value: str, where: str = "") -> str:
-    """Expand ``${VAR}``, ``${VAR:-default}`` and ``${VAR:+alternative}`` as bash does (empty counts as unset).
-
-    ``${VAR:-word}`` is VAR, or ``word`` when VAR is unset; ``${VAR:+word}`` is ``word`` when VAR is set, else
-    nothing. A bare ``${VAR}`` that is unset is an error, and so is any VAR but ``GANXFER_*`` and
-    :data:`ENV_ALLOWED`, since expanded values are written to RUN/recipe.yaml and pushed.
-    """
-
-    def sub(m: re.Match) -> str:
-        name, op, word = m.groups()
-        if not name.startswith("GANXFER_") and name not in ENV_ALLOWED:
-            raise RecipeError(f"{where or 'recipe'}: ${{{name}}} is not expanded: recipes read only GANXFER_* and "
-                              f"{', '.join(ENV_ALLOWED)}, since the expanded recipe is saved in RUN/recipe.yaml "
-                              f"and pushed; pass the value with --set, or name the variable GANXFER_{name}")
-        val = os.environ.get(name)
-        if op == "+":
-            return word if val else ""
-        if val:
-            return val
-        if op == "-":
-            return word
-        raise RecipeError(f"{where}: environment variable {name} is not set; export it or use ${{{name}:-default}}")
-
-    return _ENV.sub(sub, value)
-
-
-def field_range(cls: type, name: str) -> tuple[float | None, float | None]:
-    """The closed range [lo, hi] of a recipe field (None: open)."""
-    meta = next(f for f in dataclasses.fields(cls) if f.name == name).metadata
-    return meta.get("lo"), meta.get("hi")
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _coerce(value: Any, tp: Any, where: str, expand: bool = True) -> Any:
-    """Check ``value`` against the type hint ``tp``; convert int to float where a float is expected."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where, expand)
-    if origin is Literal:
-        if isinstance(value, bool) and ("yes" if value else "no") in args:  # YAML 1.1 reads `no` as false
-            value = "yes" if value else "no"
-        if value not in args:
-            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise RecipeError(f"{where}: {value!r} is not one of {', '.join(map(str, args))}{hint}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise RecipeError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, args[0], f"{where}[{i}]", expand) for i, v in enumerate(value)]
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is bool and not isinstance(value, bool) or tp is not bool and isinstance(value, bool):
-        raise RecipeError(f"{where}: expected {tp.__name__}, got {value!r}")
-    if not isinstance(value, tp):
-        raise RecipeError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
-    if isinstance(value, str) and expand:
-        value = expand_env(value, where)
-    return value
-
-
-def _build(cls: type, raw: dict[str, Any], prefix: str, source: str, expand: bool = True) -> Any:
-    if not isinstance(raw, dict):
-        section = prefix.rstrip('.') or 'recipe'
-        raise RecipeError(f"{source}: '{section}' must be a mapping, got {raw!r}")
-    hints = _hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in raw.items():
-        where = f"{prefix}{key}"
-        if key not in fields:
-            valid = [f"{prefix}{k}" for k in fields]
-            close = difflib.get_close_matches(where, valid, n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
-            raise RecipeError(f"{source}: unknown key '{where}'{hint}")
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value or {}, f"{where}.", source, expand)
-            continue
-        try:
-            value = _coerce(value, tp, where, expand)
-        except RecipeError as e:
-            raise RecipeError(f"{source}: {e}") from None
-        lo, hi = fields[key].metadata.get("lo"), fields[key].metadata.get("hi")
-        for v in value if isinstance(value, list) else [value]:
-            if isinstance(v, float) and not math.isfinite(v):
-                raise RecipeError(f"{source}: {where}={v!r} is not a finite number")
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                if (lo is not None and v < lo) or (hi is not None and v > hi):
-                    rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-                    raise RecipeError(f"{source}: {where}={v!r} is out of range; expected {rng}")
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
-def check_model_values(values: dict[str, Any], source: str) -> None:
-    """Check a model ``config.json``'s arguments that recipe keys share (``resolution``, ``ngf``, ...) with
-    the recipe's types and ranges; the others are the model's to check."""
-    for cls in (DataConfig, GeneratorConfig, DiscriminatorConfig):
-        names = {f.name for f in dataclasses.fields(cls)}
-        _build(cls, {k: v for k, v in values.items() if k in names}, "", source, expand=False)
-    if values.get("channels", 3) not in (1, 3):
-        raise RecipeError(f"{source}: channels={values['channels']}: use 1 (grayscale) or 3 (RGB)")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -392,9 +123,6 @@ def _check_name(r: Recipe) -> str | None:
 
 
 def _check_data(r: Recipe) -> str | None:
-    from ganxfer.augment import POLICIES
-    from ganxfer.hub import parse_hub_id
-
     for key, value in (("data.path", r.data.path), ("eval.data", r.eval.data), ("generator.init", r.generator.init),
                        ("discriminator.init", r.discriminator.init)):
         hub_id = value[4:] if value and value.startswith("hub:") else value if value and "@" in value else None
@@ -412,22 +140,20 @@ def _check_data(r: Recipe) -> str | None:
 
 
 def _check_models(r: Recipe) -> str | None:
-    from ganxfer.nets import DISCRIMINATORS, GENERATORS, MAX_PARAMETERS, build_generator, parameter_count
-
-    for role, part, registry in (("generator", r.generator, GENERATORS),
-                                 ("discriminator", r.discriminator, DISCRIMINATORS)):
-        if part.kind not in registry:
-            return f"{role}.kind={part.kind!r} is unknown; use one of {', '.join(sorted(registry))}"
-        sides = getattr(registry[part.kind], "resolutions", None)
+    for role, part in (("generator", r.generator), ("discriminator", r.discriminator)):
+        entry = nets.REGISTRY.get((role, part.kind))
+        if entry is None:
+            return f"{role}.kind={part.kind!r} is unknown; use one of {', '.join(nets.kinds(role))}"
+        sides = getattr(entry.cls, "resolutions", None)
         if sides and r.data.resolution not in sides:
             return (f"data.resolution={r.data.resolution}: a {part.kind} {role} makes "
                     f"{', '.join(map(str, sides))} pixels; use one of those")
         if part.freeze_blocks and not part.init:
             return (f"{role}.freeze_blocks={part.freeze_blocks} freezes warm-started blocks; set {role}.init too, "
                     "or drop freeze_blocks")
-    count = parameter_count(lambda: build_generator(r))
-    if count > MAX_PARAMETERS:
-        return (f"the generator would have {count:,} parameters, over ganxfer's cap of {MAX_PARAMETERS:,}; "
+    count = nets.parameter_count(lambda: nets.build("generator", r))
+    if count > nets.MAX_PARAMETERS:
+        return (f"the generator would have {count:,} parameters, over ganxfer's cap of {nets.MAX_PARAMETERS:,}; "
                 "lower generator.ngf or generator.latent_dim")
     return None
 
@@ -472,46 +198,3 @@ def differences(a: Recipe, b: Recipe) -> list[str]:
     """``key: a -> b`` for every key whose value differs."""
     fa, fb = flat(a), flat(b)
     return [f"{k}: {fa[k]!r} -> {fb[k]!r}" for k in fa if fa[k] != fb[k]]
-
-
-def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
-    return _build(Recipe, raw, "", source)
-
-
-def describe() -> list[tuple[str, str, Any, str]]:
-    """Every key as (dotted name, type, default, help): the recipe reference in README and --help."""
-    rows = []
-
-    def walk(cls: type, prefix: str) -> None:
-        hints = _hints(cls)
-        for f in dataclasses.fields(cls):
-            tp = hints[f.name]
-            if dataclasses.is_dataclass(tp):
-                walk(tp, f"{prefix}{f.name}.")
-                continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            rows.append((f"{prefix}{f.name}", _type_name(tp), default, f.metadata.get("help", "")))
-
-    walk(Recipe, "")
-    return rows
-
-
-def _type_name(tp: Any) -> str:
-    """``int | None`` -> 'int or null', ``Literal['a', 'b']`` -> 'a, b'."""
-    if typing.get_origin(tp) is Literal:
-        return " / ".join(map(str, typing.get_args(tp)))
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
-    if typing.get_origin(tp) is list:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    return tp.__name__
-
-
-def reference_table() -> str:
-    """The recipe reference as a Markdown table (README.md holds a copy; tests/test_docs.py compares)."""
-    lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
-    for key, tp, default, help_ in describe():
-        shown = "null" if default is None else yaml.safe_dump(default, default_flow_style=True).strip()
-        shown = shown.removesuffix("\n...").strip() or "''"
-        lines.append(f"| `{key}` | {tp} | `{shown}` | {help_} |")
-    return "\n".join(lines)

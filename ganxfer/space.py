@@ -1,5 +1,7 @@
-"""The Hub Space that ``ganxfer push --space`` writes: ``app.py`` serving ``ganxfer demo`` of the pushed model,
-``requirements.txt`` pinned to this ganxfer, and a README whose metadata says ``sdk: gradio``."""
+"""The Hub Space that ``ganxfer push --space`` writes, serving ``ganxfer demo`` of the pushed model.
+
+``app.py`` runs the demo, ``requirements.txt`` pins this ganxfer, and the README's metadata says ``sdk: gradio``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from ganxfer import __version__
+from ganxfer.version import __version__
 
 GRADIO_MIN = "6.31"  # the demo extra's lower bound
 APP = '''"""The demo of the Hub model {model!r}, written by `ganxfer push --space`.

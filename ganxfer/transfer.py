@@ -9,18 +9,20 @@ adapted (another latent size or width) refuses the transfer, naming the tensors.
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
+from accelerate.logging import get_logger
 from torch import nn
 
 from ganxfer.errors import GanxferError
-from ganxfer.hub import resolve
 from ganxfer.nets import load_model, read_config
+from ganxfer.nets.base import hub_config
+from ganxfer.sources import resolve
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)  # the report once, from the main process, not once per rank
 
 
 class TransferError(GanxferError):
@@ -112,7 +114,7 @@ def warm_start_generator(G: nn.Module, recipe, run_dir: Path | None) -> nn.Modul
         if ratio < 0 or ratio != int(ratio):
             raise TransferError(f"generator.init {init} is {src_res}px; it can grow to {src_res * 2}, "
                                 f"{src_res * 4}, ... but not to data.resolution={dst_res}")
-        kwargs = {**G._hub_mixin_config, "grow": config.get("grow", 0) + int(ratio)}
+        kwargs = {**hub_config(G), "grow": config.get("grow", 0) + int(ratio)}
         G = type(G)(**kwargs)
     report = transfer_state(G, source, init)
     report["frozen"] = freeze_blocks(G, recipe.generator.freeze_blocks)
@@ -135,6 +137,7 @@ def warm_start_discriminator(D: nn.Module, recipe, run_dir: Path | None) -> nn.M
 
 
 def _publish(report: dict, run_dir: Path | None, role: str) -> None:
+    PartialState()  # which process this is (a no-op inside a run, which made it already); the logger asks
     log.info("%s warm start from %s: %d copied, %d adapted, %d new, %d unused, %d frozen", role,
              report["source"], len(report["copied"]), len(report["adapted"]), len(report["new"]),
              len(report["unused"]), len(report["frozen"]))

@@ -5,8 +5,9 @@ import torch
 from click.testing import CliRunner
 
 from ganxfer.cli import main
+from ganxfer.errors import WeightsError
 from ganxfer.nets import backbones
-from ganxfer.nets.backbones import BackboneError, WeightsError
+from ganxfer.nets.backbones import BackboneError
 
 LITE0 = "tf_efficientnet_lite0.in1k"
 

@@ -275,7 +275,7 @@ def test_sample_streams_a_folder_with_the_grid_images(finished_run, tmp_path):
     from PIL import Image
 
     from ganxfer.data import to_uint8
-    from ganxfer.hub import load_generator
+    from ganxfer.sources import load_generator
 
     res = CliRunner().invoke(main, ["sample", str(finished_run), "--num", "300", "--out", str(tmp_path / "f"),
                                     "--seed", "3"], catch_exceptions=False)

@@ -3,6 +3,7 @@ import sys
 
 import yaml
 from click.testing import CliRunner
+from PIL import Image
 
 from ganxfer import __version__
 from ganxfer.cli import main
@@ -41,3 +42,11 @@ def test_finetune_requires_an_init():
 def test_sample_unknown_source():
     res = CliRunner().invoke(main, ["sample", "no-such-model", "--out", "x.png"])
     assert res.exit_code == 2 and "'no-such-model' is not a local path" in res.output
+
+
+def test_sample_grid_has_ceil_sqrt_columns(tmp_path):
+    """One column rule for every grid (run samples, card, sample, demo): 10 images make 4 columns and 3 rows."""
+    res = CliRunner().invoke(main, ["sample", "dcgan-mnist-64", "--num", "10", "--out", str(tmp_path / "g.png")])
+    assert res.exit_code == 0, res.output
+    side = 64 + 1  # image plus the 1-pixel padding
+    assert Image.open(tmp_path / "g.png").size == (4 * side + 1, 3 * side + 1)

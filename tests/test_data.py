@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ganxfer import data as data_module
+from ganxfer import images as images_module
 from ganxfer.data import BatchPlan, DataError, load_data, to_float, to_uint8
-from ganxfer.recipe import DataConfig
+from ganxfer.schema import DataConfig
 
 
 def make_images(folder, n=6, size=(40, 30)):
@@ -179,7 +179,7 @@ def test_oversized_files_zip_members_and_bombs_are_unreadable(anime_subset, tmp_
         assert load_data(DataConfig(path=str(path), resolution=32)).unreadable == ["bomb.png"]
     faces = anime_subset(5, name="capped")
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(faces / "big.png")
-    monkeypatch.setattr(data_module, "MAX_FILE_BYTES", max(p.stat().st_size for p in faces.glob("*.jpg")))
+    monkeypatch.setattr(images_module, "MAX_FILE_BYTES", max(p.stat().st_size for p in faces.glob("*.jpg")))
     with zipfile.ZipFile(tmp_path / "capped.zip", "w", zipfile.ZIP_DEFLATED) as zf:
         for p in sorted(faces.iterdir()):
             zf.write(p, p.name)

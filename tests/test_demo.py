@@ -34,7 +34,7 @@ from ganxfer.demo import (
     parse_seed,
     strip,
 )
-from ganxfer.hub import load_generator
+from ganxfer.sources import load_generator
 
 MODEL = "dcgan-mnist-64"
 
@@ -135,7 +135,7 @@ def server(gradio):
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(Path(__file__).parent.parent)}
     proc = subprocess.Popen([sys.executable, "-m", "ganxfer", "demo", MODEL, "--port", str(port), "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    url, deadline = f"http://127.0.0.1:{port}/", time.time() + 120
+    url, deadline = f"http://127.0.0.1:{port}/", time.time() + 300
     try:
         while True:
             try:

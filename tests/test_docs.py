@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 from ganxfer.cli import main
-from ganxfer.recipe import reference_table
+from ganxfer.schema import reference_table
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
@@ -13,7 +13,7 @@ README = (ROOT / "README.md").read_text()
 def test_recipe_reference_is_current():
     block = re.search(r"<!-- recipe-reference.*?-->\n(.*?)\n<!-- /recipe-reference -->", README, re.S)
     assert block, "README lost its recipe-reference markers"
-    assert block.group(1) == reference_table(), "regenerate with: python -c 'from ganxfer.recipe import " \
+    assert block.group(1) == reference_table(), "regenerate with: python -c 'from ganxfer.schema import " \
         "reference_table; print(reference_table())'"
 
 

@@ -3,8 +3,8 @@
 import torch
 
 from ganxfer.ema import batchnorms, recalibrated
-from ganxfer.hub import load_generator
 from ganxfer.nets.dcgan import DCGANGenerator
+from ganxfer.sources import load_generator
 
 
 def test_statistics_are_the_exact_average_of_the_copy_batches():

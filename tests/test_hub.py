@@ -20,13 +20,15 @@ from huggingface_hub import ModelCard, constants
 from PIL import Image
 
 import ganxfer
-from ganxfer import hub
+from ganxfer import hubdata, sources
 from ganxfer.card import build_upload, card_facts
 from ganxfer.cli import main
 from ganxfer.data import load_data
 from ganxfer.nets import ModelFormatError, export_model, load_model
+from ganxfer.nets.base import hub_config
 from ganxfer.nets.dcgan import DCGANDiscriminator, DCGANGenerator
-from ganxfer.recipe import DataConfig, Recipe, expand_env, load_recipe
+from ganxfer.recipe import load_recipe
+from ganxfer.schema import DataConfig, Recipe, expand_env
 
 SHA_A, SHA_B = "a" * 40, "b" * 40
 
@@ -82,14 +84,14 @@ def test_round_trip_through_local_folders(tmp_path):
     for source in (tmp_path / "run", tmp_path / "run" / "generator"):
         loaded = ganxfer.load_generator(str(source))
         assert torch.equal(loaded.sample(4, seed=3), g.sample(4, seed=3))
-    loaded_d = load_model(hub.resolve(str(tmp_path / "run"), "discriminator"), "discriminator")
+    loaded_d = load_model(sources.resolve(str(tmp_path / "run"), "discriminator"), "discriminator")
     x = torch.rand(2, 1, 32, 32) * 2 - 1
     assert torch.equal(loaded_d(x), d(x))
     # PyTorchModelHubMixin reads the same folder (its safetensors path; ganxfer never takes its pickle fallback)
     mixin = DCGANGenerator.from_pretrained(tmp_path / "run" / "generator").eval()
     assert torch.equal(mixin.sample(2, seed=1), g.sample(2, seed=1))
-    with pytest.raises(hub.SourceError, match="holds a generator, not a discriminator"):
-        hub.resolve(str(tmp_path / "run" / "generator"), "discriminator")
+    with pytest.raises(sources.SourceError, match="holds a generator, not a discriminator"):
+        sources.resolve(str(tmp_path / "run" / "generator"), "discriminator")
 
 
 def test_loading_is_strict(tmp_path):
@@ -132,11 +134,11 @@ def test_folder_with_only_a_malicious_pickle_is_refused(tmp_path):
     assert res.exit_code == 2
     assert "offers only pickle weights (pytorch_model.bin)" in res.output and "safetensors" in res.output
     assert len(res.output.strip().splitlines()) == 1
-    (folder / "config.json").write_text(json.dumps(small_g()._hub_mixin_config))  # with a config: still refused
-    with pytest.raises(hub.SourceError, match="only pickle"):
-        hub.resolve(str(folder))
-    with pytest.raises(hub.SourceError, match="only pickle"):
-        hub.resolve(str(folder / "pytorch_model.bin"))
+    (folder / "config.json").write_text(json.dumps(hub_config(small_g())))  # with a config: still refused
+    with pytest.raises(sources.SourceError, match="only pickle"):
+        sources.resolve(str(folder))
+    with pytest.raises(sources.SourceError, match="only pickle"):
+        sources.resolve(str(folder / "pytorch_model.bin"))
     assert not marker.exists()
 
 
@@ -164,7 +166,7 @@ def test_pull_from_a_prefilled_hub_cache_offline(cache, tmp_path):
     assert res.exit_code == 0, res.output
     assert Image.open(out).size == (2 * 32 + 3, 2 * 32 + 3)
     assert torch.equal(ganxfer.load_generator("someone/digits").sample(4, seed=0), g.sample(4, seed=0))
-    loaded_d = load_model(hub.resolve("someone/digits", "discriminator"), "discriminator")
+    loaded_d = load_model(sources.resolve("someone/digits", "discriminator"), "discriminator")
     x = torch.zeros(1, 1, 32, 32)
     assert torch.equal(loaded_d(x), d(x))
 
@@ -179,8 +181,8 @@ def test_revisions(cache, tmp_path):
     assert torch.equal(ganxfer.load_generator("someone/gan").sample(2, seed=0), z)
     assert torch.equal(ganxfer.load_generator("someone/gan@v2").sample(2, seed=0), b.sample(2, seed=0))
     assert torch.equal(ganxfer.load_generator(f"someone/gan@{SHA_A}").sample(2, seed=0), z)
-    with pytest.raises(hub.SourceError, match="someone/gan@v3 is not in the Hub cache"):
-        hub.resolve("someone/gan@v3")
+    with pytest.raises(sources.SourceError, match="someone/gan@v3 is not in the Hub cache"):
+        sources.resolve("someone/gan@v3")
 
 
 def test_offline_and_not_cached_is_one_line(cache, tmp_path):
@@ -344,20 +346,20 @@ def test_hub_dataset_of_parquet_shards(cache, tmp_path, monkeypatch):
     data = load_data(DataConfig(path="hub:someone/faces", resolution=32, channels=3))
     assert len(data) == 5 and data.pixels.shape == (5, 3, 32, 32)  # the train split only
     assert data.pixels[0, :, 0, 0].tolist() == [10, 245, 7]
-    extracted = hub.fetch_dataset("someone/faces")
+    extracted = hubdata.fetch_dataset("someone/faces")
     assert extracted.parent.parent.name == "datasets--someone--faces"  # next to the cached snapshot
 
     def fail(*args):
         raise AssertionError("extracted twice")
 
-    monkeypatch.setattr(hub, "_write_parquet_images", fail)
-    assert hub.fetch_dataset("someone/faces") == extracted
+    monkeypatch.setattr(hubdata, "_write_parquet_images", fail)
+    assert hubdata.fetch_dataset("someone/faces") == extracted
 
 
 def test_hub_dataset_of_image_files_and_errors(cache, tmp_path):
     snapshot = put_in_cache(cache, "someone/pics", {f"train/{i}.png": png(i) for i in range(3)}, repo_type="dataset")
-    assert hub.fetch_dataset("someone/pics") == snapshot
-    with pytest.raises(hub.HubDataError) as e:
+    assert hubdata.fetch_dataset("someone/pics") == snapshot
+    with pytest.raises(hubdata.HubDataError) as e:
         load_data(DataConfig(path="hub:someone/absent", resolution=32))
     assert "Hub dataset someone/absent is not in the Hub cache" in str(e.value)
     assert "HF_HUB_OFFLINE=1" in str(e.value) and "data.path" in str(e.value)

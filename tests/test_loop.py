@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from ganxfer.checkpoint import checkpoints
 from ganxfer.cli import main
-from ganxfer.hub import load_generator
+from ganxfer.sources import load_generator
 
 TINY = ["--set", "data.limit=256", "--set", "data.resolution=32", "--set", "generator.ngf=8",
         "--set", "discriminator.ndf=8", "--set", "train.batch_size=16", "--set", "train.log_every_kimg=0.032"]

@@ -18,7 +18,7 @@ from ganxfer.cli import main
 from ganxfer.data import load_data, to_uint8
 from ganxfer.nets import export_model
 from ganxfer.nets.dcgan import DCGANGenerator
-from ganxfer.recipe import DataConfig
+from ganxfer.schema import DataConfig
 
 N = 12  # images per real set: enough to separate anime from digits, cheap enough for a CPU
 

@@ -28,7 +28,7 @@ def test_classifier_reads_the_test_split(net):
 
 def test_check_passes_real_digits_and_fails_noise_and_one_class(net):
     from ganxfer.data import load_data, to_float
-    from ganxfer.recipe import DataConfig
+    from ganxfer.schema import DataConfig
 
     x, y = mnist_check.mnist(train=False)
     real = torch.nn.functional.interpolate(x[:500], size=64, mode="bilinear")  # as a 64 px generator draws them

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from ganxfer.recipe import Recipe, RecipeError, describe, load_recipe
+from ganxfer.recipe import load_recipe
+from ganxfer.schema import Recipe, RecipeError, describe
 
 RECIPES = sorted(Path(__file__).parent.parent.joinpath("recipes").glob("*.yaml"))
 

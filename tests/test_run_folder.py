@@ -20,9 +20,10 @@ TINY = ["--set", "data.limit=256", "--set", "data.resolution=32", "--set", "gene
         "--set", "discriminator.ndf=8", "--set", "train.batch_size=16", "--set", "train.log_every_kimg=0.032"]
 
 
-def start(run, *extra) -> subprocess.Popen:
+def start(run, *extra, **popen) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "ganxfer", "train", "recipes/mnist_dcgan.yaml", *TINY,
-                             "--run-dir", str(run), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--run-dir", str(run), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **popen)
 
 
 def wait_for(predicate, proc: subprocess.Popen, seconds: float = 180) -> None:
@@ -102,3 +103,18 @@ def test_a_signal_saves_a_checkpoint_or_says_none_exists(mnist_data, tmp_path, s
         assert "no checkpoint was written" in errors[0] and saved == []
         assert when == "starting"
     assert not (run / ".lock").exists()
+
+
+def test_ctrl_c_while_streaming_stops_the_run_with_a_checkpoint(anime_subset, tmp_path):
+    """Ctrl-C signals the whole process group, the DataLoader's workers included: they leave it to the loop."""
+    run = tmp_path / "run"
+    proc = start(run, "--set", f"data.path={anime_subset(64)}", "--set", "data.in_memory_gb=0",
+                 "--set", "data.workers=2", "--set", "train.kimg=1000", "--set", "train.checkpoint_every_kimg=1000",
+                 start_new_session=True)  # its own process group, as a terminal's foreground job
+    log = run / "metrics.jsonl"
+    wait_for(lambda: log.is_file() and "loss_d" in log.read_text(), proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-2000:]
+    errors = [x for x in stderr.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in stderr and "saved checkpoints/" in errors[0]

@@ -17,7 +17,7 @@ from torchvision.utils import make_grid
 
 from ganxfer import __version__
 from ganxfer.cli import main
-from ganxfer.hub import SourceError, load_generator
+from ganxfer.sources import SourceError, load_generator
 from ganxfer.space import gradio_version
 
 MODEL = "dcgan-mnist-64"

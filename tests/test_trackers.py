@@ -42,7 +42,7 @@ def wandb_records(path: Path) -> list:
     return records
 
 
-def finished(run_file: Path, timeout: float = 60) -> list:
+def finished(run_file: Path, timeout: float = 300) -> list:
     """The run file's records once W&B's service has written its exit record (it writes after finish() returns)."""
     import wandb
     from google.protobuf.message import DecodeError

@@ -81,10 +81,12 @@ def test_cli_refusal_is_one_line(gray_source, anime_dir, monkeypatch, tmp_path):
     assert "is incompatible with this recipe: blocks.0.0.weight (16, 32, 4, 4) vs (100, 32, 4, 4)" in res.output
 
 
-def test_growing_resolution_adds_fresh_blocks(gray_source, tmp_path):
+def test_growing_resolution_adds_fresh_blocks(gray_source, tmp_path, caplog):
     recipe = load_recipe(None, ["data.resolution=64", "generator.ngf=8", "generator.latent_dim=16",
                                 f"generator.init={gray_source}"])
-    g = warm_start_generator(DCGANGenerator(resolution=64, ngf=8, latent_dim=16), recipe, tmp_path)
+    with caplog.at_level("INFO", "ganxfer.transfer"):
+        g = warm_start_generator(DCGANGenerator(resolution=64, ngf=8, latent_dim=16), recipe, tmp_path)
+    assert sum("generator warm start from" in r.getMessage() for r in caplog.records) == 1  # main process only
     assert g.sample(2).shape == (2, 3, 64, 64)
     report = json.loads((tmp_path / "transfer.json").read_text())["generator"]
     assert report["new"] == [k for k in g.state_dict() if k.startswith("blocks.3.")]
@@ -123,8 +125,8 @@ def test_freeze_g_and_freeze_d(gray_source, anime_dir, monkeypatch, tmp_path):
 def test_bundled_mnist_generator_draws_digits(mnist_data, monkeypatch, tmp_path):
     """dcgan-mnist-64 samples have MNIST's pixel statistics: a dark background and the digits' mean shape."""
     from ganxfer.data import load_data, to_float
-    from ganxfer.hub import load_generator
-    from ganxfer.recipe import DataConfig
+    from ganxfer.schema import DataConfig
+    from ganxfer.sources import load_generator
 
     monkeypatch.setenv("GANXFER_DATA", str(mnist_data.parents[2]))
     fake = load_generator("dcgan-mnist-64").sample(256, seed=0)

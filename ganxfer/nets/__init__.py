@@ -1,4 +1,4 @@
-"""Model registry, factories and the exported-folder format (``config.json`` + ``model.safetensors``).
+"""Networks by name: the (role, kind) registry, its factory, and the exported folder (config.json + safetensors).
 
 ``config.json`` holds the constructor keyword arguments plus ``ganxfer: {role, kind, version}``, so
 :func:`load_model` rebuilds the exact network and loads its weights strictly. Nothing is unpickled. A config
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import safetensors
 import safetensors.torch
@@ -18,32 +20,14 @@ import torch
 from torch import nn
 
 from ganxfer.errors import GanxferError
+from ganxfer.nets.base import hub_config
 from ganxfer.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from ganxfer.nets.projected import ProjectedDiscriminator
-from ganxfer.recipe import RecipeError, check_model_values
+from ganxfer.schema import RecipeError, check_model_values
+from ganxfer.version import __version__
 
-GENERATORS: dict[str, type[nn.Module]] = {"dcgan": DCGANGenerator}
-DISCRIMINATORS: dict[str, type[nn.Module]] = {"dcgan": DCGANDiscriminator, "projected": ProjectedDiscriminator}
-
-
-def _projected_kwargs(r) -> dict:
-    """Recipe -> ProjectedDiscriminator kwargs. ``pretrained``/``pretrained_file`` only pick the initial backbone
-    weights and stay out of config.json, so ``load_model`` rebuilds with random weights, then loads its own."""
-    d = r.discriminator
-    return dict(backbone=d.backbone, resolution=r.data.resolution, channels=r.data.channels, mode=d.mode,
-                trainable_from=d.trainable_from, backbone_lr_mult=d.backbone_lr_mult, out_indices=d.out_indices,
-                input_size=d.input_size, projection=d.projection, head_channels=d.head_channels,
-                heads=d.heads, mbstd=d.mbstd, pixel_ndf=d.ndf if d.pixel_d else 0,
-                pretrained=d.pretrained, pretrained_file=d.pretrained_file)
-
-
-# recipe -> constructor kwargs, one function per kind; later kinds register themselves here.
-DISCRIMINATOR_KWARGS: dict[str, Callable] = {
-    "dcgan": lambda r: dict(resolution=r.data.resolution, channels=r.data.channels, ndf=r.discriminator.ndf,
-                            norm=r.discriminator.norm),
-    "projected": _projected_kwargs,
-}
-
+if TYPE_CHECKING:
+    from ganxfer.schema import Recipe
 
 MAX_PARAMETERS = 1_000_000_000  # 4 GB of float32 weights; DCGAN at 128px with ngf 256 has ~200M
 EXTRA_RANGES = {"grow": (0, 3), "pixel_ndf": (0, 1024)}  # config keys that no recipe key shares
@@ -53,33 +37,68 @@ class ModelFormatError(GanxferError, ValueError):
     """An exported folder that cannot be loaded, phrased as one line."""
 
 
-def _registry(role: str) -> dict[str, type[nn.Module]]:
-    return GENERATORS if role == "generator" else DISCRIMINATORS
+@dataclass(frozen=True)
+class Entry:
+    """A registered network: its class, and how a recipe becomes that class's constructor arguments."""
+
+    cls: type[nn.Module]
+    kwargs: Callable[[Recipe], dict]
 
 
-def generator_kwargs(recipe) -> dict:
-    g = recipe.generator
-    return dict(resolution=recipe.data.resolution, channels=recipe.data.channels, ngf=g.ngf,
-                latent_dim=g.latent_dim)
+def _dcgan_generator(r: Recipe) -> dict:
+    g = r.generator
+    return dict(resolution=r.data.resolution, channels=r.data.channels, ngf=g.ngf, latent_dim=g.latent_dim)
 
 
-def build_generator(recipe) -> nn.Module:
-    if recipe.generator.kind not in GENERATORS:
-        raise ModelFormatError(f"generator.kind '{recipe.generator.kind}' is unknown; use one of {sorted(GENERATORS)}")
-    return GENERATORS[recipe.generator.kind](**generator_kwargs(recipe))
+def _dcgan_discriminator(r: Recipe) -> dict:
+    return dict(resolution=r.data.resolution, channels=r.data.channels, ndf=r.discriminator.ndf,
+                norm=r.discriminator.norm)
 
 
-def build_discriminator(recipe) -> nn.Module:
-    kind = recipe.discriminator.kind
-    if kind not in DISCRIMINATORS:
-        raise ModelFormatError(f"discriminator.kind '{kind}' is unknown; use one of {sorted(DISCRIMINATORS)}")
-    return DISCRIMINATORS[kind](**DISCRIMINATOR_KWARGS[kind](recipe))
+def _projected_discriminator(r: Recipe) -> dict:
+    """``pretrained``/``pretrained_file`` only pick the initial backbone weights and stay out of config.json, so
+    ``load_model`` rebuilds with random weights, then loads its own."""
+    d = r.discriminator
+    return dict(backbone=d.backbone, resolution=r.data.resolution, channels=r.data.channels, mode=d.mode,
+                trainable_from=d.trainable_from, backbone_lr_mult=d.backbone_lr_mult, out_indices=d.out_indices,
+                input_size=d.input_size, projection=d.projection, head_channels=d.head_channels,
+                heads=d.heads, mbstd=d.mbstd, pixel_ndf=d.ndf if d.pixel_d else 0,
+                pretrained=d.pretrained, pretrained_file=d.pretrained_file)
+
+
+# (role, kind) -> network; a new architecture is one row here.
+REGISTRY: dict[tuple[str, str], Entry] = {
+    ("generator", "dcgan"): Entry(DCGANGenerator, _dcgan_generator),
+    ("discriminator", "dcgan"): Entry(DCGANDiscriminator, _dcgan_discriminator),
+    ("discriminator", "projected"): Entry(ProjectedDiscriminator, _projected_discriminator),
+}
+
+
+def kinds(role: str) -> list[str]:
+    """The registered kinds of ``role`` (generator or discriminator), sorted."""
+    return sorted(kind for r, kind in REGISTRY if r == role)
+
+
+def build(role: str, recipe: Recipe) -> nn.Module:
+    """The untrained ``role`` network that ``recipe`` describes (its ``<role>.kind`` looked up in the registry)."""
+    kind = getattr(recipe, role).kind
+    entry = REGISTRY.get((role, kind))
+    if entry is None:
+        raise RecipeError(f"{role}.kind '{kind}' is unknown; use one of {kinds(role)}")
+    return entry.cls(**entry.kwargs(recipe))
+
+
+def build_generator(recipe: Recipe) -> nn.Module:
+    return build("generator", recipe)
+
+
+def build_discriminator(recipe: Recipe) -> nn.Module:
+    return build("discriminator", recipe)
 
 
 def config_of(model: nn.Module, role: str) -> dict:
-    from ganxfer import __version__
-
-    config = dict(model._hub_mixin_config or {})
+    """``model``'s config.json: its constructor arguments plus ``ganxfer: {role, kind, version}``."""
+    config = dict(hub_config(model))
     config["ganxfer"] = {"role": role, "kind": model.kind, "version": __version__}
     return config
 
@@ -124,9 +143,9 @@ def build_from_config(config: dict, role: str | None = None, where: str = "confi
     meta = config.get("ganxfer", {})
     role = role or meta.get("role", "generator")
     kind = meta.get("kind", "dcgan")
-    registry = _registry(role)
-    if kind not in registry:
-        raise ModelFormatError(f"{role} kind '{kind}' is unknown to this ganxfer; known: {sorted(registry)}")
+    entry = REGISTRY.get((role, kind))
+    if entry is None:
+        raise ModelFormatError(f"{role} kind '{kind}' is unknown to this ganxfer; known: {kinds(role)}")
     kwargs = {k: v for k, v in config.items() if k != "ganxfer"}
     try:
         check_model_values(kwargs, where)
@@ -136,11 +155,11 @@ def build_from_config(config: dict, role: str | None = None, where: str = "confi
         value = kwargs.get(key, lo)
         if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
             raise ModelFormatError(f"{where}: {key}={value!r} is out of range; expected an int in [{lo}, {hi}]")
-    count = parameter_count(lambda: _construct(registry[kind], kwargs, kind, role, where))
+    count = parameter_count(lambda: _construct(entry.cls, kwargs, kind, role, where))
     if count > MAX_PARAMETERS:
         raise ModelFormatError(f"{where} describes a {kind} {role} of {count:,} parameters, over ganxfer's cap of "
                                f"{MAX_PARAMETERS:,}; check its sizes (ngf, ndf, latent_dim, resolution)")
-    return _construct(registry[kind], kwargs, kind, role, where)
+    return _construct(entry.cls, kwargs, kind, role, where)
 
 
 def parameter_count(make: Callable[[], nn.Module]) -> int:

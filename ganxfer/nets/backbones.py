@@ -13,18 +13,17 @@ including the module of level ``i``. ``partial`` mode trains stages ``trainable_
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import timm
 import torch
-from huggingface_hub import constants, try_to_load_from_cache
-from timm.models import get_pretrained_cfg
-from timm.models._registry import split_model_name_tag
+from huggingface_hub import try_to_load_from_cache
+from timm.models import get_pretrained_cfg, split_model_name_tag
 from torch import nn
 
-from ganxfer.errors import GanxferError
+from ganxfer.cache import hub_cache, hub_offline
+from ganxfer.errors import GanxferError, WeightsError
 
 MODES = ("frozen", "finetune", "partial")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm looks for on the Hub, in its order
@@ -32,10 +31,6 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm looks for
 
 class BackboneError(GanxferError, ValueError):
     """A backbone that cannot be built as asked (unknown name, bad indices or mode)."""
-
-
-class WeightsError(GanxferError, RuntimeError):
-    """Pretrained weights that are neither cached nor downloadable, or a weight file that does not fit."""
 
 
 @dataclass(frozen=True)
@@ -66,16 +61,6 @@ def known(name: str) -> Known | None:
 
 
 # --- offline weights ------------------------------------------------------------------------------------
-
-
-def hub_cache() -> str:
-    """The Hub cache as the environment says now (``huggingface_hub.constants`` is frozen at import)."""
-    return os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
-
-
-def hub_offline() -> bool:
-    value = os.environ.get("HF_HUB_OFFLINE")
-    return constants.HF_HUB_OFFLINE if value is None else value.upper() in ("1", "ON", "YES", "TRUE")
 
 
 def weights_repo(name: str) -> str | None:

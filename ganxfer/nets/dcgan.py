@@ -48,8 +48,6 @@ class DCGANGenerator(
     nn.Module,
     PyTorchModelHubMixin,
     library_name="ganxfer",
-    tags=["gan", "ganxfer", "dcgan", "unconditional-image-generation"],
-    repo_url="https://github.com/ganxfer/ganxfer",
 ):
     """z (B, latent_dim) -> image (B, channels, resolution, resolution) in [-1, 1].
 
@@ -146,8 +144,6 @@ class DCGANDiscriminator(
     nn.Module,
     PyTorchModelHubMixin,
     library_name="ganxfer",
-    tags=["gan", "ganxfer", "dcgan", "discriminator"],
-    repo_url="https://github.com/ganxfer/ganxfer",
 ):
     """image (B, channels, resolution, resolution) in [-1, 1] -> one logit per image (B,).
 

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ganxfer.nets import backbones
+from ganxfer.nets.base import hub_config
 from ganxfer.nets.dcgan import DCGANDiscriminator
 
 
@@ -119,8 +120,6 @@ class ProjectedDiscriminator(
     nn.Module,
     PyTorchModelHubMixin,
     library_name="ganxfer",
-    tags=["gan", "ganxfer", "projected-gan", "discriminator", "timm"],
-    repo_url="https://github.com/ganxfer/ganxfer",
 ):
     """image (B, channels, resolution, resolution) in [-1, 1] -> list of logit maps (B, 1, h_i, w_i).
 
@@ -175,10 +174,10 @@ class ProjectedDiscriminator(
         self.heads = nn.ModuleList(head(w, head_channels, math.ceil(side / lvl["reduction"]) * scale, heads, mbstd)
                                    for w, lvl in zip(widths, levels, strict=True))
         self.pixel = DCGANDiscriminator(resolution, channels, pixel_ndf) if pixel_ndf > 0 else None
-        if isinstance(self._hub_mixin_config, dict):  # config.json: the resolved levels, no weight source
-            self._hub_mixin_config["out_indices"] = list(self.out_indices)
-            for key in ("pretrained", "pretrained_file"):
-                self._hub_mixin_config.pop(key, None)
+        config = hub_config(self)  # config.json: the resolved levels, no weight source
+        config["out_indices"] = list(self.out_indices)
+        for key in ("pretrained", "pretrained_file"):
+            config.pop(key, None)
         self.train()
 
     def train(self, mode: bool = True) -> ProjectedDiscriminator:
