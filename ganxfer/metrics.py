@@ -217,12 +217,16 @@ def dataset_features(cfg: DataConfig, extractor: nn.Module, batch: int = 64,
     t0 = time.time()
     feats = features_of(image_batches(data, batch), extractor, len(data), desc=f"features of {cfg.path}")
     log.info("features of %d images from %s in %.1fs; cached in %s", len(feats), cfg.path, time.time() - t0, path)
-    cache.mkdir(parents=True, exist_ok=True)
     meta = {"data": cfg.path, "resolution": str(cfg.resolution), "channels": str(cfg.channels),
             "limit": str(cfg.limit), "extractor": extractor.name, "num": str(len(feats))}
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    safetensors.torch.save_file({"features": feats.contiguous()}, str(tmp), metadata=meta)
-    tmp.replace(path)
+    try:  # bytes written by Python: a full or read-only disk is an OSError, and only costs the cache
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(safetensors.torch.save({"features": feats.contiguous()}, metadata=meta))
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        log.warning("could not cache the features in %s (%s); the next run extracts them again", cache, e.strerror)
     return feats, False
 
 

@@ -175,6 +175,22 @@ def test_cache_key_follows_files_and_preprocessing(tiny, tmp_path, anime_subset)
     assert not metrics.dataset_features(cfg, tiny, cache=tmp_path / "c")[1]
 
 
+def test_a_full_disk_costs_only_the_cache(tiny, tmp_path, anime_subset, monkeypatch, caplog):
+    import errno
+    from pathlib import Path
+
+    cfg = DataConfig(path=str(anime_subset(6)), resolution=64, channels=3)
+
+    def full(self, data):  # the OS edge: the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    feats, hit = metrics.dataset_features(cfg, tiny, cache=tmp_path / "c")
+    assert not hit and feats.shape == (6, 48)
+    assert "could not cache the features" in caplog.text and "No space left" in caplog.text
+    assert list((tmp_path / "c").iterdir()) == []
+
+
 @pytest.mark.parametrize("n", [5, 40])  # fewer and more samples than feature dimensions
 def test_frechet_distance_equals_torch_fidelity(n):
     from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
