@@ -1,5 +1,6 @@
-"""The one training loop. Every recipe runs through :func:`train`; Accelerate is driven from here (and from
-the checkpoint and bookkeeping helpers it passes the Accelerator to).
+"""The one training loop: every recipe runs through :func:`train`, which drives Accelerate.
+
+The checkpoint and bookkeeping helpers see the Accelerator only through what this loop passes them.
 
 Read it top to bottom: lock the run folder, build, (resume), then per iteration ``d_steps`` discriminator
 steps and one generator step, EMA, a finiteness check every few steps, and the periodic log / sample /
