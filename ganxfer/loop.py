@@ -376,7 +376,8 @@ def hardware(acc: Accelerator) -> str:
     """What the run trained on, for the model card: e.g. '2x NVIDIA H100 80GB HBM3' or 'CPU (2 cores)'."""
     if acc.device.type == "cuda":
         return f"{acc.num_processes}x {torch.cuda.get_device_name(acc.device)}"
-    return f"{acc.num_processes}x CPU ({os.cpu_count()} cores)"
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{acc.num_processes}x CPU ({usable} cores)"  # the cores this process may use (taskset, cgroups)
 
 
 def log_images(acc: Accelerator, images: torch.Tensor, step: int) -> None:
