@@ -126,11 +126,14 @@ def curves(study: Path, runs: list[Path], out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
-def report(study: Path, baseline: str, docs: Path, results: Path, heading: str = HEADING) -> None:
+def report(study: Path, baseline: str, docs: Path, results: Path, heading: str = HEADING,
+           only: list[str] | None = None) -> None:
+    """Rows and grids for the scored runs (``only`` these, when given: rows already in the table stay), and the
+    curve figure of all of them."""
     runs = sorted(p for p in study.iterdir() if rows(p, "scores.jsonl"))
     base = sorted(rows(study / baseline, "scores.jsonl"), key=lambda r: r["minutes"])[-1]
     head = f"| {datetime.date.today()} | {git_commit()} | {machine()}, CPU |"
-    for run in runs:
+    for run in (r for r in runs if not only or r.name in only):
         pts = sorted(rows(run, "scores.jsonl"), key=lambda r: r["minutes"])
         train = [r for r in rows(run) if "loss_d" in r]
         end = train[-1]
@@ -163,6 +166,7 @@ def main() -> None:
     r.add_argument("--docs", type=Path, default=Path("docs/equal_time"))
     r.add_argument("--results", type=Path, default=RESULTS)
     r.add_argument("--heading", default=HEADING, help="the RESULTS.md section to add the rows to")
+    r.add_argument("--only", nargs="*", help="the runs to add rows and grids for (default: all scored runs)")
     args = ap.parse_args()
     if args.cmd == "score":
         import os
@@ -170,7 +174,7 @@ def main() -> None:
         data = args.data or f"{os.environ['GANXFER_DATA']}/anime-faces-64"
         score(args.study, data, args.num, args.num_real)
     else:
-        report(args.study, args.baseline, args.docs, args.results, args.heading)
+        report(args.study, args.baseline, args.docs, args.results, args.heading, args.only)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from ganxfer.lock import RunLock
 from ganxfer.losses import d_loss, g_loss, r1_penalty
 from ganxfer.metrics import COLLAPSE_GRID, spread, thumbnails
 from ganxfer.nets import build_discriminator, build_generator, export_model
-from ganxfer.parallel import accelerator, local_batchnorm, sync_batchnorm
+from ganxfer.parallel import accelerator, local_batchnorm, resolve_precision, sync_batchnorm
 from ganxfer.recipe import Recipe, flat
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
     """Train ``recipe`` into ``run_dir`` and return the exported generator folder."""
     run_dir = Path(run_dir)
     tr = recipe.train
-    acc = accelerator(mixed_precision=tr.mixed_precision, log_with=tr.log_with or None,  # every launched process
+    acc = accelerator(mixed_precision=resolve_precision(tr.mixed_precision),  # every launched process
+                      log_with=tr.log_with or None,
                       project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tb")))
     if tr.mixed_precision == "fp16" and acc.device.type == "cpu":
         raise RunError("train.mixed_precision=fp16 needs a GPU, and this run is on the CPU; use bf16 or no")
@@ -233,8 +234,9 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         rank_slice = slice(acc.process_index * local_batch, (acc.process_index + 1) * local_batch)
         part = Part(rng, rank_slice, tr.batch_size)  # this process's rows of the global batch's random draws
         if acc.is_main_process:
-            log.info("%d process(es) on %s: global batch %d = %d x %d per process", acc.num_processes,
-                     hardware(acc), tr.batch_size, acc.num_processes, local_batch)
+            log.info("%d process(es) on %s: global batch %d = %d x %d per process, mixed precision %s",
+                     acc.num_processes, hardware(acc), tr.batch_size, acc.num_processes, local_batch,
+                     acc.mixed_precision)
         meter = Meter("loss_d", "loss_g", "r1")  # sums on the device; one sync per log row
         clock = Clock(counters.wall_s)  # training time: sampling, evaluation and checkpoints are paused()
         t_log, seen_log = clock(), counters.images_seen
@@ -320,7 +322,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     if "r1" in means:  # the mean R1 over the discriminator steps that applied it
                         row["r1"] = means["r1"]
                     if last:
-                        row["hardware"] = hardware(acc)
+                        row["hardware"], row["mixed_precision"] = hardware(acc), acc.mixed_precision
                     _log(acc, run_dir, row)
                     bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}",
                                     ips=f"{row['images_per_s']:.0f}")

@@ -32,6 +32,38 @@ def launched_world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
+def native_precision() -> str:
+    """The autocast precision the hardware computes natively: bf16 on a GPU that has it and on a CPU with
+    AVX512-BF16 or AMX-BF16 (Linux flags), else no (elsewhere bf16 autocast is emulated and slower than fp32)."""
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
+        return "no"
+    return "bf16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "no"
+
+
+def resolve_precision(precision: str) -> str:
+    """``train.mixed_precision`` as Accelerate takes it: ``auto`` becomes :func:`native_precision`."""
+    return native_precision() if precision == "auto" else precision
+
+
+def fresh_state(mixed_precision: str | None) -> None:
+    """Let one process train runs of different precisions one after another (the Python API, notebooks, tests).
+
+    Accelerate keeps one state per process and refuses an Accelerator of another precision once it exists;
+    with a single process there is no process group to lose, so the old state is dropped (Accelerate's own
+    tests do the same).
+    """
+    from accelerate.state import AcceleratorState
+
+    shared = getattr(AcceleratorState, "_shared_state", {})
+    if shared and mixed_precision and shared.get("_mixed_precision") not in (None, mixed_precision):
+        AcceleratorState._reset_state()
+
+
 def accelerator(**kwargs) -> Accelerator:
     """An Accelerator whose processes are those the launcher started: gloo on CPUs, nccl on GPUs.
 
@@ -45,6 +77,8 @@ def accelerator(**kwargs) -> Accelerator:
     # torch 2.13 renamed it forward_sync_buffers, which Accelerate 1.15 does not pass on; False also skips the
     # sync at start, which every process's same seed (or the same checkpoint) makes unnecessary
     warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
+    if world == 1:
+        fresh_state(kwargs.get("mixed_precision"))
     try:
         acc = Accelerator(cpu=cpu, kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)], **kwargs)
     except (ValueError, RuntimeError) as e:  # e.g. WORLD_SIZE set by hand, with no launcher and no MASTER_ADDR

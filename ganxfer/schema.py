@@ -124,7 +124,8 @@ class TrainConfig:
     sync_bn: bool = _f(False, "with several processes, the BatchNorm2d layers of G and D (a timm backbone's excepted) "
                               "normalise by the global batch, so N processes train as one process with this "
                               "batch_size does")
-    mixed_precision: Literal["no", "bf16", "fp16"] = _f("no", "autocast precision")
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = _f("no", "autocast precision; auto = bf16 where the "
+                                                                 "GPU or CPU (AVX512-BF16, AMX) has it, else no")
     ema: float = _f(0.999, "EMA decay of the exported generator (0 = no EMA)", 0, 1)
     log_every_kimg: float = _f(0.2, "metrics.jsonl cadence", 0)
     sample_every_kimg: float = _f(5.0, "fixed-z sample grid cadence (0 = only at the end)", 0)

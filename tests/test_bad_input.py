@@ -138,7 +138,7 @@ SETS: dict[str, tuple[tuple[str, ...], str]] = {
     "betas three": (("optim.betas=[2, 3, 4]",), "Adam takes two betas"),
     "kimg inf": (("train.kimg=.inf",), "train.kimg=inf is not a finite number"),
     "kimg nan": (("train.kimg=.nan",), "train.kimg=nan is not a finite number"),
-    "precision bogus": (("train.mixed_precision=fp8",), "'fp8' is not one of no, bf16, fp16"),
+    "precision bogus": (("train.mixed_precision=fp8",), "'fp8' is not one of no, bf16, fp16, auto"),
     "generator too large": (("data.resolution=128", "generator.ngf=1024", "generator.latent_dim=4096"),
                             "the generator would have 3,925,948,416 parameters, over ganxfer's cap"),
 }

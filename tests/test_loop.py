@@ -6,6 +6,7 @@ import shutil
 import pytest
 import safetensors.torch
 import torch
+import yaml
 from click.testing import CliRunner
 
 from ganxfer.checkpoint import checkpoints
@@ -196,6 +197,22 @@ def test_fp16_on_the_cpu_is_refused(mnist_env, tmp_path):
                                     "--set", "train.mixed_precision=fp16", "--run-dir", str(tmp_path / "run")])
     assert res.exit_code == 2 and "fp16 needs a GPU" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "run").exists()
+
+
+def test_precisions_one_after_another_in_one_process(mnist_env, tmp_path):
+    """Accelerate keeps one state per process; a second run of another precision (here bf16, then ``auto``)
+    still trains, in the precision it asked for, and ``auto`` stays ``auto`` in RUN/recipe.yaml."""
+    from ganxfer.parallel import native_precision
+
+    for name, precision in (("no", "no"), ("bf16", "bf16"), ("auto", native_precision())):
+        run = tmp_path / name
+        res = cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=0.032",
+                  "--set", f"train.mixed_precision={name}", "--run-dir", run)
+        assert res.exit_code == 0, res.output
+        assert yaml.safe_load((run / "recipe.yaml").read_text())["train"]["mixed_precision"] == name
+        last = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "hardware" in r][-1]
+        assert last["mixed_precision"] == precision
+    assert native_precision() in ("no", "bf16")
 
 
 def test_no_host_sync_per_step(mnist_env, tmp_path, monkeypatch):
