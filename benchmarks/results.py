@@ -27,12 +27,15 @@ def git_commit() -> str:
 
 
 def append_row(path: Path, heading: str, columns: str, row: str) -> None:
-    """Add ``row`` at the end of the table under ``heading``, creating the section if needed."""
+    """Add ``row`` after the last row of the table under ``heading`` (before any prose that follows the
+    table), creating the section if needed."""
     text = path.read_text() if path.is_file() else ""
     if heading not in text:
         text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + f"{heading}\n\n{columns}\n"
     start = text.index(heading)
     end = text.find("\n## ", start)
     end = len(text) if end < 0 else end + 1
-    section = text[start:end].rstrip("\n") + "\n" + row + "\n"
+    lines = text[start:end].rstrip("\n").split("\n")
+    last = max(i for i, line in enumerate(lines) if line.startswith("|"))
+    section = "\n".join(lines[: last + 1] + [row] + lines[last + 1 :]) + "\n"
     path.write_text(text[:start] + section + ("\n" + text[end:] if text[end:] else ""))
