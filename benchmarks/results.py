@@ -36,6 +36,6 @@ def append_row(path: Path, heading: str, columns: str, row: str) -> None:
     end = text.find("\n## ", start)
     end = len(text) if end < 0 else end + 1
     lines = text[start:end].rstrip("\n").split("\n")
-    last = max(i for i, line in enumerate(lines) if line.startswith("|"))
+    last = max((i for i, line in enumerate(lines) if line.startswith("|")), default=len(lines) - 1)
     section = "\n".join(lines[: last + 1] + [row] + lines[last + 1 :]) + "\n"
     path.write_text(text[:start] + section + ("\n" + text[end:] if text[end:] else ""))
