@@ -356,9 +356,12 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                         saved = checkpoint.save_checkpoint(acc, run_dir, counters, nets, optimizers, rng,
                                                            tr.keep_checkpoints)
                 if stop and not last:
+                    if acc.is_main_process:  # so `ganxfer sample RUN` draws from an interrupted run too
+                        export_model(G_sampled or sampled(), run_dir / "generator", "generator")
                     signum = signals.received or signal.SIGTERM  # another process got it
                     raise Interrupted(f"stopped by {signal.Signals(signum).name} at {now / 1000:.3f} kimg; saved "
-                                      f"checkpoints/{saved.name}: continue with --resume", signum)
+                                      f"checkpoints/{saved.name}: continue with --resume (generator/ holds the "
+                                      "EMA generator so far)", signum)
             signals.deferred = False
 
         # --- export --------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
+from ganxfer import load_generator
 from ganxfer.checkpoint import checkpoints
 from ganxfer.cli import main
 from ganxfer.lock import LockError, RunLock
@@ -96,6 +97,8 @@ def test_a_signal_saves_a_checkpoint_or_says_none_exists(mnist_data, tmp_path, s
     if "saved checkpoints/" in errors[0]:  # the message names the checkpoint that exists
         assert [f"checkpoints/{p.name}" for p in saved] == [errors[0].split("saved ")[1].split(":")[0]]
         seen = json.loads((saved[0] / "trainer.json").read_text())["images_seen"]
+        assert "generator/ holds the EMA generator so far" in errors[0]
+        assert load_generator(str(run)).sample(2, seed=0).shape == (2, 1, 32, 32)  # `ganxfer sample RUN` works
         res = CliRunner().invoke(main, ["train", "recipes/mnist_dcgan.yaml", *TINY, "--run-dir", str(run),
                                         "--resume", "--set", f"train.kimg={(seen + 16) / 1000}"])
         assert res.exit_code == 0, res.output
