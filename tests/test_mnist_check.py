@@ -41,3 +41,26 @@ def test_check_passes_real_digits_and_fails_noise_and_one_class(net):
     assert not noise["passes"] and noise["confident"] < 0.5
     ones = mnist_check.read(net, real[y[:500] == 1])
     assert not ones["passes"] and ones["class_shares"][1] > 0.9  # a collapsed generator fails the class mix
+
+
+
+@pytest.fixture(scope="module")
+def bundled_read(net):
+    import ganxfer
+
+    return mnist_check.read(net, ganxfer.load_generator("dcgan-mnist-64").sample(500, seed=0))
+
+
+def test_bundled_generator_keeps_what_it_reached(bundled_read):
+    """The bundled generator as measured when it was bundled (RESULTS.md): a floor, so it never regresses."""
+    assert bundled_read["confident"] >= mnist_check.CONFIDENT_FLOOR, bundled_read
+    assert min(bundled_read["class_shares"]) >= 0.05, bundled_read
+    assert bundled_read["black_pixels"] >= 0.5, bundled_read  # MNIST's black background (real: 0.75)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11 item 6 is open: the bundled generator is read confidently "
+                                       "below the 90% target (RESULTS.md)")
+def test_bundled_generator_meets_the_target(bundled_read):
+    """The target: >= 90% of 500 samples read with confidence > 0.9, every class >= 5% of those reads. Strict:
+    once the bundle meets it, this reports XPASS and fails until the xfail mark goes."""
+    assert bundled_read["passes"], bundled_read
