@@ -357,7 +357,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                                                            tr.keep_checkpoints)
                 if stop and not last:
                     if acc.is_main_process:  # so `ganxfer sample RUN` draws from an interrupted run too
-                        export_model(G_sampled or sampled(), run_dir / "generator", "generator")
+                        export_model(G_sampled if G_sampled is not None else sampled(), run_dir / "generator",
+                                     "generator")
                     signum = signals.received or signal.SIGTERM  # another process got it
                     raise Interrupted(f"stopped by {signal.Signals(signum).name} at {now / 1000:.3f} kimg; saved "
                                       f"checkpoints/{saved.name}: continue with --resume (generator/ holds the "
