@@ -33,7 +33,7 @@ from ganxfer.ema import recalibrated, update_ema
 from ganxfer.errors import GanxferError
 from ganxfer.images import make_sheet, write_grid
 from ganxfer.lock import RunLock
-from ganxfer.losses import d_loss, g_loss, r1_penalty
+from ganxfer.losses import d_loss, g_loss, mode_seeking, r1_penalty
 from ganxfer.metrics import COLLAPSE_GRID, spread, thumbnails
 from ganxfer.nets import build_discriminator, build_generator, export_model
 from ganxfer.parallel import accelerator, local_batchnorm, resolve_precision, sync_batchnorm
@@ -237,7 +237,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
             log.info("%d process(es) on %s: global batch %d = %d x %d per process, mixed precision %s",
                      acc.num_processes, hardware(acc), tr.batch_size, acc.num_processes, local_batch,
                      acc.mixed_precision)
-        meter = Meter("loss_d", "loss_g", "r1")  # sums on the device; one sync per log row
+        meter = Meter("loss_d", "loss_g", "r1", "ms")  # sums on the device; one sync per log row
         clock = Clock(counters.wall_s)  # training time: sampling, evaluation and checkpoints are paused()
         t_log, seen_log = clock(), counters.images_seen
 
@@ -294,6 +294,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                 with acc.no_sync(D):  # D's gradients of the G step are dropped: they need no all-reduce
                     with acc.autocast():
                         loss = g_loss(recipe.loss.kind, D(augment(fake, part)))
+                        if recipe.loss.mode_seeking > 0:
+                            ms = mode_seeking(fake, z)
+                            loss = loss + recipe.loss.mode_seeking * ms
+                            meter.add("ms", ms)
                     opt_g.zero_grad(set_to_none=True)
                     acc.backward(loss)
                 opt_g.step()
@@ -321,6 +325,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                            "images_per_s": (now - seen_log) / max(clock() - t_log, 1e-9), "wall_s": round(clock(), 3)}
                     if "r1" in means:  # the mean R1 over the discriminator steps that applied it
                         row["r1"] = means["r1"]
+                    if "ms" in means:  # the mode-seeking term before its weight: it grows as samples collapse
+                        row["mode_seeking"] = means["ms"]
                     if last:
                         row["hardware"], row["mixed_precision"] = hardware(acc), acc.mixed_precision
                     _log(acc, run_dir, row)

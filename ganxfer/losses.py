@@ -37,6 +37,21 @@ def g_loss(kind: str, fake: Logits) -> torch.Tensor:
     raise ValueError(f"unknown loss {kind!r}; use bce or hinge")
 
 
+def mode_seeking(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Mode-seeking term (MSGAN, Mao et al. 2019), to add to the generator loss: ``1 / (d_img / d_z)``, where
+    the batch's first half is paired with its second half and ``d`` is the mean absolute difference.
+
+    It grows when distinct latents draw near-identical images (partial mode collapse), so minimising it pushes
+    the generator to keep its latents apart in image space. An odd last image is left out.
+    """
+    half = fake.shape[0] // 2
+    if half == 0:
+        raise ValueError("the mode-seeking term needs at least 2 images per batch")
+    d_img = (fake[:half].float() - fake[half:2 * half].float()).abs().mean()
+    d_z = (z[:half].float() - z[half:2 * half].float()).abs().mean()
+    return 1 / (d_img / d_z + eps)
+
+
 def scores(logits: Logits, batch: int) -> torch.Tensor:
     """One score per image, (B,): each logit map averaged over its positions, summed over maps.
 

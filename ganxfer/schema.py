@@ -99,6 +99,7 @@ class LossConfig:
     kind: Literal["bce", "hinge"] = _f("bce", "non-saturating BCE or hinge")
     r1_gamma: float = _f(0.0, "R1 penalty weight on real images (0 = off)", 0)
     r1_every: int = _f(16, "lazy R1: apply every N discriminator steps", 1)
+    mode_seeking: float = _f(0.0, "weight of MSGAN's mode-seeking term in the G loss (0 = off)", 0)
 
 
 @dataclass

@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from ganxfer.losses import d_loss, g_loss, r1_penalty
+from ganxfer.losses import d_loss, g_loss, mode_seeking, r1_penalty
 
 
 def test_bce_matches_torch():
@@ -36,3 +37,26 @@ def test_r1_is_normalised_like_the_loss():
     maps = [a.view(3, 1, 1, 1).expand(3, 1, 5, 5), b.view(3, 1, 1, 1).expand(3, 1, 2, 2)]
     assert torch.allclose(r1_penalty(x, maps), torch.tensor(10.0))
     assert torch.allclose(r1_penalty(x, [a]), r1_penalty(x, a))
+
+
+def test_mode_seeking_is_inverse_image_distance_per_latent_distance():
+    z = torch.randn(8, 100)
+    fake = torch.rand(8, 3, 16, 16) * 2 - 1
+    expected = 1 / ((fake[:4] - fake[4:]).abs().mean() / (z[:4] - z[4:]).abs().mean())
+    assert torch.allclose(mode_seeking(fake, z), expected, rtol=1e-4)
+    collapsed = fake[:1].expand(8, -1, -1, -1)  # every latent draws the same image
+    assert mode_seeking(collapsed, z) > 1e4 * mode_seeking(fake, z)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        mode_seeking(fake[:1], z[:1])
+
+
+def test_mode_seeking_gradient_pushes_samples_apart():
+    z = torch.randn(16, 8)
+    fake = (torch.randn(16, 3, 8, 8) * 0.01).requires_grad_()  # a nearly collapsed batch
+    opt = torch.optim.SGD([fake], lr=1e-3)
+    before = (fake[:8] - fake[8:]).abs().mean().item()
+    for _ in range(5):
+        opt.zero_grad()
+        mode_seeking(fake, z).backward()
+        opt.step()
+    assert (fake[:8] - fake[8:]).abs().mean().item() > 2 * before
