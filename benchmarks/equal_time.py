@@ -127,9 +127,9 @@ def curves(study: Path, runs: list[Path], out: Path) -> None:
 
 
 def report(study: Path, baseline: str, docs: Path, results: Path, heading: str = HEADING,
-           only: list[str] | None = None) -> None:
+           only: list[str] | None = None, plot: list[str] | None = None) -> None:
     """Rows and grids for the scored runs (``only`` these, when given: rows already in the table stay), and the
-    curve figure of all of them."""
+    curve figure of all of them (``plot`` these, when given)."""
     runs = sorted(p for p in study.iterdir() if rows(p, "scores.jsonl"))
     base = sorted(rows(study / baseline, "scores.jsonl"), key=lambda r: r["minutes"])[-1]
     head = f"| {datetime.date.today()} | {git_commit()} | {machine()}, CPU |"
@@ -149,7 +149,7 @@ def report(study: Path, baseline: str, docs: Path, results: Path, heading: str =
         print(row)
         append_row(results, heading, COLUMNS, row)
         grid(run, docs / f"{run.name}.jpg")
-    curves(study, runs, docs / "curves.png")
+    curves(study, [r for r in runs if not plot or r.name in plot], docs / "curves.png")
 
 
 def main() -> None:
@@ -167,6 +167,7 @@ def main() -> None:
     r.add_argument("--results", type=Path, default=RESULTS)
     r.add_argument("--heading", default=HEADING, help="the RESULTS.md section to add the rows to")
     r.add_argument("--only", nargs="*", help="the runs to add rows and grids for (default: all scored runs)")
+    r.add_argument("--plot", nargs="*", help="the runs to draw in curves.png (default: all scored runs)")
     args = ap.parse_args()
     if args.cmd == "score":
         import os
@@ -174,7 +175,7 @@ def main() -> None:
         data = args.data or f"{os.environ['GANXFER_DATA']}/anime-faces-64"
         score(args.study, data, args.num, args.num_real)
     else:
-        report(args.study, args.baseline, args.docs, args.results, args.heading, args.only)
+        report(args.study, args.baseline, args.docs, args.results, args.heading, args.only, args.plot)
 
 
 if __name__ == "__main__":

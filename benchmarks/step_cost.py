@@ -1,8 +1,9 @@
 """CPU cost of one full training step (G forward, D on real and fake, D backward and Adam, G backward through D
 and Adam) for discriminator variants, against the tutorial DCGAN (anime_dcgan) in the same run.
 
-Each variant is a recipe plus ``--set`` overrides, with ``bf16`` (autocast) and ``channels_last`` as extra
-switches. All variants run once per round, in turn, so machine noise hits all; the result is the median
+Each variant is a recipe plus ``--set`` overrides, with ``bf16`` (autocast), ``channels_last`` and ``compile``
+(``torch.compile`` of G and D, default mode; give it ``--warmup 3`` so compilation stays out of the timing) as
+extra switches. All variants run once per round, in turn, so machine noise hits all; the result is the median
 step time and images/s relative to the first variant. DiffAugment and the data are left out (same for all).
 
     source ../shared/env.sh && python benchmarks/step_cost.py --repeats 5
@@ -40,6 +41,8 @@ VARIANTS: dict[str, tuple[str, list[str], set[str]]] = {
     "projected, pg heads, 64 px, bf16": (PG, ["discriminator.heads=pg"], {"bf16"}),
     "projected, pg heads, 64 px, channels_last": (PG, ["discriminator.heads=pg"], {"channels_last"}),
     "anime_dcgan, bf16": ("recipes/anime_dcgan.yaml", [], {"bf16"}),
+    "anime_from_mnist (headline D: light heads, mbstd, pixel_d), bf16": ("recipes/anime_from_mnist.yaml", [], {"bf16"}),
+    "anime_from_mnist, bf16, torch.compile": ("recipes/anime_from_mnist.yaml", [], {"bf16", "compile"}),
 }
 
 
@@ -52,6 +55,8 @@ def build(path: str, sets: list[str], flags: set[str], batch: int):
     betas = tuple(recipe.optim.betas)
     opt_g = torch.optim.Adam(G.parameters(), recipe.optim.g_lr, betas=betas)
     opt_d = torch.optim.Adam(optimizer_groups(D, recipe.optim.d_lr), betas=betas)
+    if "compile" in flags:  # after the optimizers, which take the plain modules' parameters
+        G, D = torch.compile(G), torch.compile(D)
     return G, D, opt_g, opt_d, recipe.loss.kind, recipe.generator.latent_dim
 
 
