@@ -237,7 +237,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
             log.info("%d process(es) on %s: global batch %d = %d x %d per process, mixed precision %s",
                      acc.num_processes, hardware(acc), tr.batch_size, acc.num_processes, local_batch,
                      acc.mixed_precision)
-        meter = Meter("loss_d", "loss_g", "r1", "ms")  # sums on the device; one sync per log row
+        meter = Meter("loss_d", "loss_g", "r1", "mode_seeking")  # sums on the device; one sync per log row
         clock = Clock(counters.wall_s)  # training time: sampling, evaluation and checkpoints are paused()
         t_log, seen_log = clock(), counters.images_seen
 
@@ -295,9 +295,9 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     with acc.autocast():
                         loss = g_loss(recipe.loss.kind, D(augment(fake, part)))
                         if recipe.loss.mode_seeking > 0:
-                            ms = mode_seeking(fake, z)
-                            loss = loss + recipe.loss.mode_seeking * ms
-                            meter.add("ms", ms)
+                            term = mode_seeking(fake, z)
+                            loss = loss + recipe.loss.mode_seeking * term
+                            meter.add("mode_seeking", term)
                     opt_g.zero_grad(set_to_none=True)
                     acc.backward(loss)
                 opt_g.step()
@@ -323,10 +323,9 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     row = {"kimg": now / 1000, "step": counters.step, "batch_per_process": local_batch,
                            "loss_d": means["loss_d"], "loss_g": means["loss_g"],
                            "images_per_s": (now - seen_log) / max(clock() - t_log, 1e-9), "wall_s": round(clock(), 3)}
-                    if "r1" in means:  # the mean R1 over the discriminator steps that applied it
-                        row["r1"] = means["r1"]
-                    if "ms" in means:  # the mode-seeking term before its weight: it grows as samples collapse
-                        row["mode_seeking"] = means["ms"]
+                    # the mean R1 over the D steps that applied it; the mode-seeking term before its weight
+                    # (it grows as samples collapse)
+                    row.update({k: means[k] for k in ("r1", "mode_seeking") if k in means})
                     if last:
                         row["hardware"], row["mixed_precision"] = hardware(acc), acc.mixed_precision
                     _log(acc, run_dir, row)
