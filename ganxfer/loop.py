@@ -151,6 +151,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
     if tr.batch_size % acc.num_processes:
         raise RunError(f"train.batch_size={tr.batch_size} must divide by the {acc.num_processes} processes")
     local_batch = tr.batch_size // acc.num_processes
+    if recipe.loss.mode_seeking > 0 and local_batch < 2:
+        raise RunError(f"loss.mode_seeking compares pairs of images on each process, and {acc.num_processes} "
+                       f"processes leave {local_batch} of train.batch_size={tr.batch_size} to each; raise "
+                       "train.batch_size or set loss.mode_seeking=0")
     with faults(run_dir), Signals() as signals, RunLock(run_dir, enabled=acc.is_main_process):
         replaced = prepare_run_dir(run_dir, resume, overwrite) if acc.is_main_process else []
         acc.wait_for_everyone()

@@ -94,7 +94,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
 
 def check(recipe: Recipe, source: str = "recipe") -> Recipe:
     """Rules that tie keys together, checked when the recipe loads so that ``--dry-run`` catches them."""
-    for rule in (_check_name, _check_data, _check_models, _check_optim, _check_eval):
+    for rule in (_check_name, _check_data, _check_models, _check_optim, _check_loss, _check_eval):
         problem = rule(recipe)
         if problem:
             raise RecipeError(f"{source}: {problem}")
@@ -162,6 +162,13 @@ def _check_optim(r: Recipe) -> str | None:
     betas = r.optim.betas
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         return f"optim.betas={betas}: Adam takes two betas, each in [0, 1), e.g. [0.5, 0.999]"
+    return None
+
+
+def _check_loss(r: Recipe) -> str | None:
+    if r.loss.mode_seeking > 0 and r.train.batch_size < 2:
+        return (f"loss.mode_seeking={r.loss.mode_seeking:g} compares pairs of images in a batch; raise "
+                f"train.batch_size (now {r.train.batch_size}) to 2 or more, or set loss.mode_seeking=0")
     return None
 
 

@@ -155,6 +155,8 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
     "dotdot name": (lambda c: train(c, "name=../../x", dry_run=False), "must be a plain name"),
     "secret variable": (lambda c: train(c, recipe=c.recipe("name: x\ndata: {path: '${HF_TOKEN}'}\n"),
                                         dry_run=False), "${HF_TOKEN} is not expanded"),
+    "mode seeking, batch 1": (lambda c: train(c, "loss.mode_seeking=1", "train.batch_size=1"),
+                              "raise train.batch_size (now 1) to 2 or more"),
     "hub data dotdot": (lambda c: train(c, "data.path=hub:owner/..", dry_run=False), "is not a valid Hub id"),
     "init revision": (lambda c: train(c, "generator.init=owner/name@../../x"), "is not a valid Hub id"),
     "junk images": (lambda c: ["train", "recipes/mnist_dcgan.yaml", *TINY, "--set", f"data.path={_junk_images(c)}",
