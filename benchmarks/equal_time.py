@@ -12,7 +12,9 @@ write the table, the curve figure and the 8x8 grids::
     python benchmarks/equal_time.py report runs/study --baseline anime_dcgan-s0 --docs docs/equal_time
 
 ``score`` appends to ``RUN/scores.jsonl`` and skips snapshots already scored, so it can be rerun after more
-arms finish. ``report`` appends rows to RESULTS.md and writes ``DOCS/curves.png`` and ``DOCS/<run>.jpg``.
+arms finish. ``report`` appends rows to RESULTS.md, writes ``DOCS/<run>.jpg`` and keeps each run's scores in
+``DOCS/scores/<run>.jsonl``, and draws ``DOCS/curves.png`` from those and the study's runs. Run folders are not
+kept between sessions: pass ``--baseline-kid`` when the baseline's folder is gone.
 """
 
 from __future__ import annotations
@@ -97,26 +99,35 @@ def grid(run: Path, out: Path) -> None:
     to_pil_image(sheet).save(out, quality=92)
 
 
-def curves(study: Path, runs: list[Path], out: Path) -> None:
+def committed(docs: Path) -> dict[str, list[dict]]:
+    """The scored points kept in the repository (``DOCS/scores/<run>.jsonl``), by run: run folders are not kept
+    between sessions, so the curve figure draws earlier arms from these."""
+    folder = docs / "scores"
+    return {p.stem: rows(folder, p.name) for p in sorted(folder.glob("*.jsonl"))} if folder.is_dir() else {}
+
+
+def curves(points: dict[str, list[dict]], out: Path) -> None:
+    """KID and feature spread against minutes for each run's points (a point may lack the spread or the std:
+    the earliest arms' were recovered from RESULTS.md)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for run in runs:
-        pts = sorted(rows(run, "scores.jsonl"), key=lambda r: r["minutes"])
-        m = [r["minutes"] for r in pts]
-        a.errorbar(m, [r["kid_mean"] * 1e3 for r in pts], [r["kid_std"] * 1e3 for r in pts], marker="o",
-                   label=run.name, capsize=2)
-        b.plot(m, [r["diversity"] for r in pts], marker="o", label=run.name)
+    for name, pts in points.items():
+        pts = sorted(pts, key=lambda r: r["minutes"])
+        a.errorbar([r["minutes"] for r in pts], [r["kid_mean"] * 1e3 for r in pts],
+                   [r.get("kid_std", 0.0) * 1e3 for r in pts], marker="o", label=name, capsize=2)
+        div = [r for r in pts if r.get("diversity") is not None]
+        b.plot([r["minutes"] for r in div], [r["diversity"] for r in div], marker="o", label=name)
     a.set(xlabel="training wall time (min, 2-core CPU)", ylabel="KID x10^3 (500 fakes vs 2,000 reals)",
           yscale="log", title="KID (lower is better)")
     from ganxfer.metrics import COLLAPSE_DIVERSITY
 
     b.axhline(COLLAPSE_DIVERSITY, color="grey", linestyle="--", linewidth=1, label="collapse flag below")
     b.set(xlabel="training wall time (min, 2-core CPU)", ylabel="Inception feature spread, fakes / reals",
-          title="diversity (recall is ~0 for every run: see the table)")
+          title="diversity (recall is near 0 for every run: see the table)")
     b.legend(fontsize=8)
     for ax in (a, b):
         ax.grid(alpha=0.3)
@@ -127,11 +138,23 @@ def curves(study: Path, runs: list[Path], out: Path) -> None:
 
 
 def report(study: Path, baseline: str, docs: Path, results: Path, heading: str = HEADING,
-           only: list[str] | None = None, plot: list[str] | None = None) -> None:
+           only: list[str] | None = None, plot: list[str] | None = None,
+           baseline_kid: float | None = None, baseline_minutes: float = 30.0) -> None:
     """Rows and grids for the scored runs (``only`` these, when given: rows already in the table stay), and the
-    curve figure of all of them (``plot`` these, when given)."""
+    curve figure of all of them (``plot`` these, when given).
+
+    The speed-up is against the last scored snapshot of the ``baseline`` run in ``study``, or, when that run
+    folder is gone (run folders are not kept between sessions), against ``baseline_kid`` reached at
+    ``baseline_minutes``, as RESULTS.md records it."""
     runs = sorted(p for p in study.iterdir() if rows(p, "scores.jsonl"))
-    base = sorted(rows(study / baseline, "scores.jsonl"), key=lambda r: r["minutes"])[-1]
+    if baseline_kid is not None:
+        base = {"kid_mean": baseline_kid, "minutes": baseline_minutes}
+    else:
+        scored = rows(study / baseline, "scores.jsonl")
+        if not scored:
+            raise SystemExit(f"report: no scored baseline run {study / baseline}; train and score it, or pass "
+                             "--baseline-kid with its recorded KID")
+        base = sorted(scored, key=lambda r: r["minutes"])[-1]
     head = f"| {datetime.date.today()} | {git_commit()} | {machine()}, CPU |"
     for run in (r for r in runs if not only or r.name in only):
         pts = sorted(rows(run, "scores.jsonl"), key=lambda r: r["minutes"])
@@ -149,7 +172,10 @@ def report(study: Path, baseline: str, docs: Path, results: Path, heading: str =
         print(row)
         append_row(results, heading, COLUMNS, row)
         grid(run, docs / f"{run.name}.jpg")
-    curves(study, [r for r in runs if not plot or r.name in plot], docs / "curves.png")
+        (docs / "scores").mkdir(parents=True, exist_ok=True)
+        (docs / "scores" / f"{run.name}.jsonl").write_text((run / "scores.jsonl").read_text())
+    points = {**committed(docs), **{r.name: rows(r, "scores.jsonl") for r in runs}}
+    curves({k: v for k, v in points.items() if not plot or k in plot}, docs / "curves.png")
 
 
 def main() -> None:
@@ -168,6 +194,9 @@ def main() -> None:
     r.add_argument("--heading", default=HEADING, help="the RESULTS.md section to add the rows to")
     r.add_argument("--only", nargs="*", help="the runs to add rows and grids for (default: all scored runs)")
     r.add_argument("--plot", nargs="*", help="the runs to draw in curves.png (default: all scored runs)")
+    r.add_argument("--baseline-kid", type=float, help="the baseline's final KID (e.g. 0.323 from RESULTS.md), "
+                   "when its run folder is not in the study")
+    r.add_argument("--baseline-minutes", type=float, default=30.0, help="the minute of --baseline-kid")
     args = ap.parse_args()
     if args.cmd == "score":
         import os
@@ -175,7 +204,8 @@ def main() -> None:
         data = args.data or f"{os.environ['GANXFER_DATA']}/anime-faces-64"
         score(args.study, data, args.num, args.num_real)
     else:
-        report(args.study, args.baseline, args.docs, args.results, args.heading, args.only, args.plot)
+        report(args.study, args.baseline, args.docs, args.results, args.heading, args.only, args.plot,
+               args.baseline_kid, args.baseline_minutes)
 
 
 if __name__ == "__main__":
