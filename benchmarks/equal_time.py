@@ -39,12 +39,14 @@ def rows(run: Path, file: str = "metrics.jsonl") -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
 
 
-def score(study: Path, data: str, num: int, num_real: int) -> None:
+def score(study: Path, data: str, num: int, num_real: int, minutes: list[float] | None = None) -> None:
+    """Score every snapshot not yet scored, or only those at ``minutes`` (a cheap look at pilot runs)."""
     from ganxfer.metrics import evaluate
 
     for run in sorted(p for p in study.iterdir() if (p / "metrics.jsonl").is_file()):
         done = {r["snapshot"] for r in rows(run, "scores.jsonl")}
-        snaps = [r for r in rows(run) if "snapshot" in r and r["snapshot"] not in done]
+        snaps = [r for r in rows(run) if "snapshot" in r and r["snapshot"] not in done
+                 and (minutes is None or float(r["snapshot"].split("min-")[1]) in minutes)]
         for snap in reversed(snaps):  # the latest first: an interrupted scoring keeps the points that matter most
             res = evaluate(str(run / snap["snapshot"]), data, num=num, num_real=num_real, metrics="kid,pr")
             out = {"snapshot": snap["snapshot"], "minutes": float(snap["snapshot"].split("min-")[1]),
@@ -186,6 +188,7 @@ def main() -> None:
     s.add_argument("--data", default=None, help="real images (default $GANXFER_DATA/anime-faces-64)")
     s.add_argument("--num", type=int, default=500)
     s.add_argument("--num-real", type=int, default=2000)
+    s.add_argument("--minutes", type=float, nargs="*", help="score only the snapshots at these minutes")
     r = sub.add_parser("report")
     r.add_argument("study", type=Path)
     r.add_argument("--baseline", default="anime_dcgan-s0")
@@ -202,7 +205,7 @@ def main() -> None:
         import os
 
         data = args.data or f"{os.environ['GANXFER_DATA']}/anime-faces-64"
-        score(args.study, data, args.num, args.num_real)
+        score(args.study, data, args.num, args.num_real, args.minutes)
     else:
         report(args.study, args.baseline, args.docs, args.results, args.heading, args.only, args.plot,
                args.baseline_kid, args.baseline_minutes)

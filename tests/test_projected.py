@@ -261,6 +261,27 @@ def test_anime_projected_end_to_end(lite0_cache, anime_dir, tmp_path, monkeypatc
     assert all(torch.equal(v, exported[k]) for k, v in D.state_dict().items())
 
 
+def test_spectral_pixel_discriminator_judges_each_image_on_its_own(tmp_path):
+    """discriminator.norm reaches the pixel D: with spectral it has no BatchNorm, so in training mode an image's
+    logit does not depend on the rest of its batch, where the BatchNorm one's does."""
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    for norm, batch_free in (("spectral", True), ("batch", False)):
+        D = ProjectedDiscriminator("test_efficientnet", resolution=32, head_channels=8, pixel_ndf=8,
+                                   pixel_norm=norm).train()
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in D.pixel.modules()) is not batch_free
+        state = {k: v.clone() for k, v in D.pixel.state_dict().items()}
+        with torch.no_grad():
+            alone = D.pixel(x[:1])
+            D.pixel.load_state_dict(state)  # the same power-iteration vectors (spectral) for the second call
+            batch = D.pixel(torch.cat([x[:1], -x[1:]]))[:1]
+        assert torch.allclose(alone, batch, atol=1e-6) is batch_free
+    export_model(D.eval(), tmp_path / "d", "discriminator")
+    assert read_config(tmp_path / "d")["pixel_norm"] == "batch"
+    recipe = load_recipe("recipes/anime_from_mnist.yaml", ["discriminator.norm=spectral",
+                                                            "discriminator.pretrained=false"])
+    assert build_discriminator(recipe).pixel.head.parametrizations.weight is not None
+
+
 def test_build_from_recipe_uses_the_recipe_keys(lite0_cache):
     recipe = load_recipe("recipes/anime_projected.yaml", ["discriminator.mode=partial",
                                                           "discriminator.trainable_from=2",

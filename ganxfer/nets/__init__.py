@@ -63,6 +63,7 @@ def _projected_discriminator(r: Recipe) -> dict:
                 trainable_from=d.trainable_from, backbone_lr_mult=d.backbone_lr_mult, out_indices=d.out_indices,
                 input_size=d.input_size, projection=d.projection, head_channels=d.head_channels,
                 heads=d.heads, mbstd=d.mbstd, pixel_ndf=d.ndf if d.pixel_d else 0,
+                pixel_norm=d.norm,
                 pretrained=d.pretrained, pretrained_file=d.pretrained_file)
 
 

@@ -141,6 +141,8 @@ class ProjectedDiscriminator(
         pixel_ndf: when > 0, a DCGAN discriminator of this width also judges the pixels, trained from scratch
             alongside the heads; its logit is one more entry of the output list (Vision-aided GAN's ensemble
             of a pretrained-feature D with a plain one).
+        pixel_norm: the pixel discriminator's ``norm``: ``batch`` (BatchNorm, which judges each image relative
+            to its batch of all-real or all-fake images) or ``spectral`` (each image judged on its own).
         pretrained, pretrained_file: where the backbone's initial weights come from. Neither is written to
             ``config.json``: an exported model is rebuilt with random weights and loads its own safetensors.
     """
@@ -151,7 +153,7 @@ class ProjectedDiscriminator(
                  mode: str = "frozen", trainable_from: int = 0, backbone_lr_mult: float = 1.0,
                  out_indices: list[int] | None = None, input_size: int | None = None, projection: bool = False,
                  head_channels: int = 64, heads: str = "light", mbstd: int = 0, pixel_ndf: int = 0,
-                 pretrained: bool = False,
+                 pixel_norm: str = "batch", pretrained: bool = False,
                  pretrained_file: str | None = None) -> None:
         super().__init__()
         if channels not in (1, 3):
@@ -173,7 +175,7 @@ class ProjectedDiscriminator(
         scale = 2 if projection else 1  # CSM doubles every map
         self.heads = nn.ModuleList(head(w, head_channels, math.ceil(side / lvl["reduction"]) * scale, heads, mbstd)
                                    for w, lvl in zip(widths, levels, strict=True))
-        self.pixel = DCGANDiscriminator(resolution, channels, pixel_ndf) if pixel_ndf > 0 else None
+        self.pixel = DCGANDiscriminator(resolution, channels, pixel_ndf, pixel_norm) if pixel_ndf > 0 else None
         config = hub_config(self)  # config.json: the resolved levels, no weight source
         config["out_indices"] = list(self.out_indices)
         for key in ("pretrained", "pretrained_file"):
