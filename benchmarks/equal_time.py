@@ -39,6 +39,11 @@ def rows(run: Path, file: str = "metrics.jsonl") -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
 
 
+def snapshot_minutes(snapshot: str) -> float:
+    """The training minute in a snapshot's name (``snapshots/min-10`` -> 10.0)."""
+    return float(snapshot.split("min-")[1])
+
+
 def score(study: Path, data: str, num: int, num_real: int, minutes: list[float] | None = None) -> None:
     """Score every snapshot not yet scored, or only those at ``minutes`` (a cheap look at pilot runs)."""
     from ganxfer.metrics import evaluate
@@ -46,10 +51,10 @@ def score(study: Path, data: str, num: int, num_real: int, minutes: list[float] 
     for run in sorted(p for p in study.iterdir() if (p / "metrics.jsonl").is_file()):
         done = {r["snapshot"] for r in rows(run, "scores.jsonl")}
         snaps = [r for r in rows(run) if "snapshot" in r and r["snapshot"] not in done
-                 and (minutes is None or float(r["snapshot"].split("min-")[1]) in minutes)]
+                 and (minutes is None or snapshot_minutes(r["snapshot"]) in minutes)]
         for snap in reversed(snaps):  # the latest first: an interrupted scoring keeps the points that matter most
             res = evaluate(str(run / snap["snapshot"]), data, num=num, num_real=num_real, metrics="kid,pr")
-            out = {"snapshot": snap["snapshot"], "minutes": float(snap["snapshot"].split("min-")[1]),
+            out = {"snapshot": snap["snapshot"], "minutes": snapshot_minutes(snap["snapshot"]),
                    "kimg": snap["kimg"], "wall_s": snap["wall_s"],
                    **{k: res[k] for k in ("kid_mean", "kid_std", "precision", "recall", "diversity", "collapse",
                                           "num_fake", "num_real")}}
