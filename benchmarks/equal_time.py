@@ -134,7 +134,7 @@ def curves(points: dict[str, list[dict]], out: Path) -> None:
 
     b.axhline(COLLAPSE_DIVERSITY, color="grey", linestyle="--", linewidth=1, label="collapse flag below")
     b.set(xlabel="training wall time (min, 2-core CPU)", ylabel="Inception feature spread, fakes / reals",
-          title="diversity (recall is near 0 for every run: see the table)")
+          title="diversity (recall: see the table)")
     b.legend(fontsize=8)
     for ax in (a, b):
         ax.grid(alpha=0.3)
