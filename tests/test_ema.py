@@ -1,8 +1,9 @@
 """The sampled generator: EMA weights with BatchNorm statistics recomputed for them."""
 
 import torch
+from torch import nn
 
-from ganxfer.ema import batchnorms, recalibrated
+from ganxfer.ema import batchnorms, recalibrated, update_ema
 from ganxfer.nets.dcgan import DCGANGenerator
 from ganxfer.sources import load_generator
 
@@ -37,3 +38,32 @@ def test_recalibrated_eval_output_matches_train_mode_on_the_bundled_generator():
         stale = (g.eval()(z) - train_out).abs().mean().item()
         fresh = (recalibrated(g, batches=8, batch_size=256, seed=1)(z) - train_out).abs().mean().item()
     assert fresh < stale / 3 and fresh < 0.01, (fresh, stale)
+
+
+def test_posthoc_rebuild_matches_the_loops_ema():
+    """benchmarks/posthoc_ema.py rebuilds the EMA the loop keeps: driven by update_ema over G linear between
+    dumps, the rebuilt average equals the real one (so its other schedules are rebuilt the same way)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import posthoc_ema
+
+    torch.manual_seed(0)
+    G, ema = nn.Linear(4, 3), nn.Linear(4, 3)
+    start = {k: v.clone() for k, v in G.state_dict().items()}
+    ema.load_state_dict(start)
+    ends = [(30, {k: torch.randn_like(v) for k, v in start.items()}),
+            (75, {k: torch.randn_like(v) for k, v in start.items()})]
+    prev_step, prev = 0, start
+    for step, end in ends:  # the live weights walk linearly from one dump to the next
+        for t in range(prev_step + 1, step + 1):
+            w = (t - prev_step) / (step - prev_step)
+            G.load_state_dict({k: (1 - w) * prev[k] + w * end[k] for k in start})
+            update_ema(ema, G, t - 1, 0.9)
+        prev_step, prev = step, end
+    beta = posthoc_ema.schedules(0.9, [])["recipe"]
+    rebuilt = posthoc_ema.rebuild(beta, start, ends, list(start))
+    for k, v in ema.state_dict().items():
+        torch.testing.assert_close(rebuilt[k], v, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(rebuilt["weight"], ends[-1][1]["weight"], atol=1e-2)  # an average, not the end
