@@ -15,8 +15,8 @@ and 0.005 KID on the two runs of RESULTS.md: good enough to rank horizons rebuil
 
 Schedules (``t`` is the step, ``r`` a fraction of the steps so far):
 
-- ``recipe``: the loop's ``min(train.ema, (1 + t) / (10 + t))``: a half-life of about 0.077 t until
-  ``train.ema`` caps it;
+- ``recipe``: the loop's own, :func:`ganxfer.ema.ema_decay`: ``min(train.ema, (1 + t) / (10 + t))``, a
+  half-life of about 0.077 t until ``train.ema`` caps it;
 - ``rampup-R``: StyleGAN2-ADA's ``ema_rampup`` without its cap, a half-life of ``R * t`` steps.
 """
 
@@ -25,19 +25,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import safetensors.torch
 import torch
 
+from ganxfer.ema import ema_decay, recalibrated
+
 Schedule = Callable[[int], float]
 
 
 def schedules(ema: float, rampups: list[float]) -> dict[str, Schedule]:
     """Per-step decay by name; each takes the step count before the update, as the loop's update_ema does."""
-    out: dict[str, Schedule] = {"recipe": lambda t: min(ema, (1 + t) / (10 + t))}
+    out: dict[str, Schedule] = {"recipe": lambda t: ema_decay(t, ema)}
     for r in rampups:
         out[f"rampup-{r:g}"] = lambda t, r=r: 0.5 ** (1 / max(r * (t + 1), 1e-8))
     return out
@@ -71,12 +72,11 @@ def main() -> None:
     ap.add_argument("dumps", type=Path, help="the run's checkpoints/ (or copies of its step-*/ folders)")
     ap.add_argument("--out", type=Path, required=True, help="where the exports and scores.jsonl go")
     ap.add_argument("--rampup", type=float, nargs="*", default=[0.05, 0.15, 0.3])
-    ap.add_argument("--data", default=None, help="real images (default $GANXFER_DATA/anime-faces-64)")
+    ap.add_argument("--data", default=None, help="real images (default: the run's data.path)")
     ap.add_argument("--num", type=int, default=500)
     ap.add_argument("--num-real", type=int, default=2000)
     args = ap.parse_args()
 
-    from ganxfer.ema import recalibrated
     from ganxfer.metrics import evaluate
     from ganxfer.nets import build_generator, export_model
     from ganxfer.recipe import load_recipe
@@ -88,19 +88,20 @@ def main() -> None:
         G = warm_start_generator(G, recipe, None)
     start = {k: v.detach().clone() for k, v in G.state_dict().items()}
     keys = [k for k, _ in G.named_parameters()]
-    folders = sorted(p for p in args.dumps.glob("step-*") if (p / "trainer.json").is_file())
+    folders = sorted(p for p in args.dumps.glob("step-*") if (p / "trainer.json").is_file())  # by images seen
+    if not folders:
+        raise SystemExit(f"posthoc_ema: {args.dumps} holds no complete step-*/ checkpoint folders")
     dumps = [(json.loads((p / "trainer.json").read_text())["step"], safetensors.torch.load_file(p / "G.safetensors"))
              for p in folders]
-    dumps.sort(key=lambda d: d[0])
-    real_ema = safetensors.torch.load_file(folders[-1] / "ema.safetensors") if folders else None
+    real_ema = safetensors.torch.load_file(folders[-1] / "ema.safetensors")
     last_step, last = dumps[-1]
     print(f"{len(dumps)} dumps, steps {dumps[0][0]}..{last_step}")
-    data = args.data or os.path.join(os.environ["GANXFER_DATA"], "anime-faces-64")
+    data = args.data or recipe.data.path
     tr = recipe.train
     for name, beta in schedules(tr.ema, args.rampup).items():
         ema = rebuild(beta, start, dumps, keys)
         half = math.log(0.5) / math.log(beta(last_step))
-        if name == "recipe" and real_ema is not None:
+        if name == "recipe":
             err = math.sqrt(sum((ema[k] - real_ema[k]).pow(2).sum().item() for k in keys))
             gap = math.sqrt(sum((last[k].float() - real_ema[k]).pow(2).sum().item() for k in keys))
             print(f"recipe rebuilt: |rebuilt - real EMA| = {err:.4g}, |live G - real EMA| = {gap:.4g}")

@@ -16,13 +16,19 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
+def ema_decay(step: int, beta: float) -> float:
+    """The decay at ``step`` (updates so far): ``beta`` with the usual warm-up, so short runs do not export an
+    average dominated by the init (a half-life of about 0.077 of the steps until ``beta`` caps it)."""
+    return min(beta, (1 + step) / (10 + step))
+
+
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, step: int, beta: float) -> None:
-    """EMA with the usual warm-up, so short runs do not export an average dominated by the init.
+    """One EMA update with :func:`ema_decay`.
 
     Buffers (BatchNorm statistics) are copied; :func:`recalibrated` replaces them before the EMA is used.
     """
-    beta = min(beta, (1 + step) / (10 + step))
+    beta = ema_decay(step, beta)
     for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
         pe.lerp_(p.detach().to(pe.dtype), 1 - beta)
     for be, b in zip(ema.buffers(), model.buffers(), strict=True):
