@@ -1,7 +1,8 @@
 """Warm starts: copy a pretrained network into a new one, adapt what is known to differ, report the rest.
 
 Every tensor ends in exactly one bucket of the report (``RUN/transfer.json``): ``copied`` (same name and
-shape), ``adapted`` (a known mismatch, such as 1 -> 3 image channels), ``new`` (only in the target, kept at
+shape), ``adapted`` (a known mismatch: 1 -> 3 image channels, or a DCGAN generator widened to a larger
+``ngf`` by Net2WiderNet, which keeps the source's images), ``new`` (only in the target, kept at
 its fresh init) or ``unused`` (only in the source). A tensor present in both with a shape that cannot be
 adapted (another latent size or width) refuses the transfer, naming the tensors.
 """
@@ -116,11 +117,30 @@ def warm_start_generator(G: nn.Module, recipe, run_dir: Path | None) -> nn.Modul
                                 f"{src_res * 4}, ... but not to data.resolution={dst_res}")
         kwargs = {**hub_config(G), "grow": config.get("grow", 0) + int(ratio)}
         G = type(G)(**kwargs)
+    widened = {}
+    if getattr(source, "ngf", G.ngf) != G.ngf:
+        source, widened = _widen(source, G.ngf, init, recipe.seed)
     report = transfer_state(G, source, init)
+    for name, how in widened.items():  # a widened tensor matches G's shape now: copied, but say how it was made
+        if name in report["copied"]:
+            report["copied"].remove(name)
+        report["adapted"][name] = "; ".join(filter(None, [how, report["adapted"].get(name)]))
     report["frozen"] = freeze_blocks(G, recipe.generator.freeze_blocks)
     report["source_dir"] = str(folder)
     _publish(report, run_dir, "generator")
     return G
+
+
+def _widen(source: nn.Module, ngf: int, init: str, seed: int) -> tuple[nn.Module, dict[str, str]]:
+    """``source`` widened to ``ngf`` (same images) and, per tensor whose shape changed, how."""
+    if ngf < source.ngf:
+        raise TransferError(f"generator.init {init} is {source.ngf} wide; a warm start can widen a generator "
+                            f"but not narrow it: set generator.ngf to {source.ngf} or more, not {ngf}")
+    wide = source.widen(ngf, seed=seed)
+    before = source.state_dict()
+    notes = {name: f"{tuple(before[name].shape)} -> {tuple(t.shape)} (widened to ngf {ngf}: channels copied, "
+                   "images kept)" for name, t in wide.state_dict().items() if t.shape != before[name].shape}
+    return wide, notes
 
 
 def warm_start_discriminator(D: nn.Module, recipe, run_dir: Path | None) -> nn.Module:

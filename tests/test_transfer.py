@@ -81,6 +81,46 @@ def test_cli_refusal_is_one_line(gray_source, anime_dir, monkeypatch, tmp_path):
     assert "is incompatible with this recipe: blocks.0.0.weight (16, 32, 4, 4) vs (100, 32, 4, 4)" in res.output
 
 
+def test_widen_keeps_the_images_and_lets_the_copies_drift_apart():
+    """Net2Wider: the same images in train and eval mode; a channel and its copy get different gradients."""
+    g = DCGANGenerator(resolution=64, channels=1, ngf=8, latent_dim=16, grow=1)
+    g.train()
+    with torch.no_grad():
+        g(torch.randn(64, 16))
+    wide = g.widen(12, seed=0)
+    assert [b[0].out_channels for b in wide.blocks] == [48, 24, 12, 12] and wide.to_rgb.in_channels == 12
+    z = torch.randn(32, 16)
+    for mode in (True, False):
+        g.train(mode), wide.train(mode)
+        assert torch.allclose(wide(z), g(z), atol=1e-5)
+    wide.train()
+    wide(z).square().mean().backward()
+    grad = wide.blocks[-1][0].weight.grad  # channel 8 copies channel 0
+    assert (grad[:, 0] - grad[:, 8]).abs().max() > 0.1 * grad[:, 0].abs().max()
+    with pytest.raises(ValueError, match="narrower"):
+        wide.widen(8)
+
+
+def test_warm_start_widens_a_narrower_source_and_reports_it(gray_source, tmp_path):
+    recipe = load_recipe(None, ["data.resolution=32", "generator.ngf=16", "generator.latent_dim=16",
+                                f"generator.init={gray_source}"])
+    g = warm_start_generator(DCGANGenerator(resolution=32, ngf=16, latent_dim=16), recipe, tmp_path)
+    src, z = load_model(gray_source), torch.randn(8, 16)
+    for mode in (True, False):
+        g.train(mode), src.train(mode)
+        assert torch.allclose(g(z), src(z).expand(-1, 3, -1, -1), atol=1e-5)
+    report = json.loads((tmp_path / "transfer.json").read_text())["generator"]
+    assert report["adapted"]["blocks.0.0.weight"] == ("(16, 32, 4, 4) -> (16, 64, 4, 4) (widened to ngf 16: "
+                                                      "channels copied, images kept)")
+    assert report["adapted"]["to_rgb.weight"].endswith("; 1 -> 3 image channels (output preserved)")
+    assert len(report["adapted"]) + len(report["copied"]) == len(src.state_dict())
+    assert report["copied"] == [k for k in src.state_dict() if k.endswith("num_batches_tracked")]
+    narrow = load_recipe(None, ["data.resolution=32", "generator.ngf=4", "generator.latent_dim=16",
+                                f"generator.init={gray_source}"])
+    with pytest.raises(TransferError, match="can widen a generator but not narrow it: set generator.ngf to 8"):
+        warm_start_generator(DCGANGenerator(resolution=32, ngf=4, latent_dim=16), narrow, None)
+
+
 def test_growing_resolution_adds_fresh_blocks(gray_source, tmp_path, caplog):
     recipe = load_recipe(None, ["data.resolution=64", "generator.ngf=8", "generator.latent_dim=16",
                                 f"generator.init={gray_source}"])

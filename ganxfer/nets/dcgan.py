@@ -68,6 +68,7 @@ class DCGANGenerator(
                  grow: int = 0) -> None:
         super().__init__()
         self.resolution, self.channels, self.latent_dim = resolution, channels, latent_dim
+        self.ngf, self.grow = ngf, grow
         n_up = _check_resolution(resolution) - grow
         if n_up < 2:
             raise ValueError(f"grow={grow} leaves too few blocks for resolution {resolution}")
@@ -86,6 +87,36 @@ class DCGANGenerator(
     def _block(cin: int, cout: int, stride: int = 2, padding: int = 1) -> nn.Sequential:
         return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, stride, padding, bias=False),
                              nn.BatchNorm2d(cout), nn.ReLU(True))
+
+    @torch.no_grad()
+    def widen(self, ngf: int, seed: int = 0, split_noise: float = 0.5) -> DCGANGenerator:
+        """A copy ``ngf`` wide that draws the same images (Net2WiderNet, Chen et al., 2016).
+
+        New channel j of a hidden block copies channel j mod C (its weights and BatchNorm, statistics included).
+        The layer that reads the copies splits each weight among them in random proportions (``split_noise``:
+        each share drawn from 1 +- that, then normalised to sum to one), so the output is unchanged in train and
+        eval mode while the copies get different gradients and can drift apart. ``seed`` fixes the proportions.
+        """
+        if ngf < self.ngf:
+            raise ValueError(f"widen: ngf={ngf} is narrower than this generator's {self.ngf}")
+        wide = type(self)(self.resolution, self.channels, ngf, self.latent_dim, self.grow).to(self.to_rgb.weight)
+        rng = torch.Generator().manual_seed(seed)
+        read = None  # for each input channel of the current layer, the source channel it copies
+        for old, new in zip([*self.blocks, self.to_rgb], [*wide.blocks, wide.to_rgb], strict=True):
+            old_conv, new_conv = (old[0], new[0]) if isinstance(old, nn.Sequential) else (old, new)
+            copies = torch.arange(new_conv.out_channels) % old_conv.out_channels
+            w = old_conv.weight[:, copies]
+            if read is not None:
+                w = w[read]
+                share = 1 + split_noise * (2 * torch.rand(w.shape, generator=rng) - 1)
+                total = torch.zeros(old_conv.in_channels, *w.shape[1:]).index_add_(0, read, share)
+                w = w * (share / total[read]).to(w)
+            new_conv.weight.copy_(w)
+            if isinstance(old, nn.Sequential):
+                for name, t in old[1].state_dict().items():
+                    new[1].state_dict()[name].copy_(t if t.ndim == 0 else t[copies])
+            read = copies
+        return wide
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = z.view(z.shape[0], -1, 1, 1)
