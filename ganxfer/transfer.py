@@ -4,7 +4,7 @@ Every tensor ends in exactly one bucket of the report (``RUN/transfer.json``): `
 shape), ``adapted`` (a known mismatch: 1 -> 3 image channels, or a DCGAN generator widened to a larger
 ``ngf`` by Net2WiderNet, which keeps the source's images), ``new`` (only in the target, kept at
 its fresh init) or ``unused`` (only in the source). A tensor present in both with a shape that cannot be
-adapted (another latent size or width) refuses the transfer, naming the tensors.
+adapted (another latent size, a narrower generator, another D width) refuses the transfer, naming the tensors.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def warm_start_generator(G: nn.Module, recipe, run_dir: Path | None) -> nn.Modul
         kwargs = {**hub_config(G), "grow": config.get("grow", 0) + int(ratio)}
         G = type(G)(**kwargs)
     widened = {}
-    if getattr(source, "ngf", G.ngf) != G.ngf:
+    if hasattr(source, "widen") and source.ngf != G.ngf:  # only a model that can widen has a width to match
         source, widened = _widen(source, G.ngf, init, recipe.seed)
     report = transfer_state(G, source, init)
     for name, how in widened.items():  # a widened tensor matches G's shape now: copied, but say how it was made
