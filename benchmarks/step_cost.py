@@ -43,6 +43,13 @@ VARIANTS: dict[str, tuple[str, list[str], set[str]]] = {
     "anime_dcgan, bf16": ("recipes/anime_dcgan.yaml", [], {"bf16"}),
     "anime_from_mnist (headline D: light heads, mbstd, pixel_d), bf16": ("recipes/anime_from_mnist.yaml", [], {"bf16"}),
     "anime_from_mnist, bf16, torch.compile": ("recipes/anime_from_mnist.yaml", [], {"bf16", "compile"}),
+    # where the headline's step goes: each leaves one part out or moves it
+    "anime_from_mnist, bf16, no pixel_d": ("recipes/anime_from_mnist.yaml", ["discriminator.pixel_d=false"], {"bf16"}),
+    "anime_from_mnist, bf16, levels [2,3,4]": ("recipes/anime_from_mnist.yaml", ["discriminator.out_indices=[2,3,4]"],
+                                               {"bf16"}),
+    "anime_from_mnist, bf16, 128 px, levels [2,3,4]": (
+        "recipes/anime_from_mnist.yaml", ["discriminator.input_size=128", "discriminator.out_indices=[2,3,4]"],
+        {"bf16"}),
 }
 
 
