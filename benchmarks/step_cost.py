@@ -1,10 +1,13 @@
 """CPU cost of one full training step (G forward, D on real and fake, D backward and Adam, G backward through D
 and Adam) for discriminator variants, against the tutorial DCGAN (anime_dcgan) in the same run.
 
-Each variant is a recipe plus ``--set`` overrides, with ``bf16`` (autocast), ``channels_last`` and ``compile``
-(``torch.compile`` of G and D, default mode; give it ``--warmup 3`` so compilation stays out of the timing) as
-extra switches. All variants run once per round, in turn, so machine noise hits all; the result is the median
-step time and images/s relative to the first variant. DiffAugment and the data are left out (same for all).
+Each variant is a recipe plus ``--set`` overrides, with ``bf16`` (autocast), ``channels_last`` (weights and
+images), ``compile`` (``torch.compile`` of G and D, default mode; give it ``--warmup 3`` so compilation stays out
+of the timing), ``frozen`` (D's weights get no gradient in the G step) and ``cl_input`` (D's images in
+channels-last layout, weights as they are) as extra switches; the training loop does ``frozen`` and, with
+``train.channels_last`` (the default), ``cl_input``. All variants run once per round, in turn, so machine noise
+hits all; the result is the median step time and images/s relative to the first variant. DiffAugment and the
+data are left out (same for all).
 
     source ../shared/env.sh && python benchmarks/step_cost.py --repeats 5
 """
@@ -22,7 +25,7 @@ from pathlib import Path
 import torch
 from results import append_row, git_commit, machine
 
-from ganxfer.loop import optimizer_groups
+from ganxfer.loop import frozen, optimizer_groups
 from ganxfer.losses import d_loss, g_loss
 from ganxfer.nets import build_discriminator, build_generator
 from ganxfer.recipe import load_recipe
@@ -50,6 +53,17 @@ VARIANTS: dict[str, tuple[str, list[str], set[str]]] = {
     "anime_from_mnist, bf16, 128 px, levels [2,3,4]": (
         "recipes/anime_from_mnist.yaml", ["discriminator.input_size=128", "discriminator.out_indices=[2,3,4]"],
         {"bf16"}),
+    # the loop's step before and after D was frozen in the G step and fed channels-last images
+    "anime_dcgan, fp32, the loop now": ("recipes/anime_dcgan.yaml", [], {"frozen", "cl_input"}),
+    "anime_from_mnist, bf16, frozen D in the G step": ("recipes/anime_from_mnist.yaml", [], {"bf16", "frozen"}),
+    "anime_from_mnist, bf16, channels-last images": ("recipes/anime_from_mnist.yaml", [], {"bf16", "cl_input"}),
+    "anime_from_mnist, bf16, the loop now": ("recipes/anime_from_mnist.yaml", [], {"bf16", "frozen", "cl_input"}),
+    "anime_from_mnist, bf16, 96 px, levels [2,3,4], the loop now": (
+        "recipes/anime_from_mnist.yaml", ["discriminator.input_size=96", "discriminator.out_indices=[2,3,4]"],
+        {"bf16", "frozen", "cl_input"}),
+    "anime_from_mnist, bf16, 128 px, levels [2,3,4], the loop now": (
+        "recipes/anime_from_mnist.yaml", ["discriminator.input_size=128", "discriminator.out_indices=[2,3,4]"],
+        {"bf16", "frozen", "cl_input"}),
 }
 
 
@@ -69,17 +83,20 @@ def build(path: str, sets: list[str], flags: set[str], batch: int):
 
 def step(G, D, opt_g, opt_d, kind: str, latent: int, real: torch.Tensor, flags: set[str]) -> float:
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if "bf16" in flags else contextlib.nullcontext()
+    layout = torch.channels_last if "cl_input" in flags else torch.contiguous_format
     t0 = time.perf_counter()
     with autocast:
         fake = G(torch.randn(len(real), latent))
-        loss = d_loss(kind, D(real), D(fake.detach()))
+        loss = d_loss(kind, D(real.contiguous(memory_format=layout)),
+                      D(fake.detach().contiguous(memory_format=layout)))
     opt_d.zero_grad(set_to_none=True)
     loss.backward()
     opt_d.step()
-    with autocast:
-        loss = g_loss(kind, D(fake))
-    opt_g.zero_grad(set_to_none=True)
-    loss.backward()
+    with frozen(D) if "frozen" in flags else contextlib.nullcontext():
+        with autocast:
+            loss = g_loss(kind, D(fake.contiguous(memory_format=layout)))
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
     opt_g.step()
     return time.perf_counter() - t0
 

@@ -131,6 +131,20 @@ def snapshot_marks(before_s: float, after_s: float, every: float, at: list[float
     return sorted(set(marks))
 
 
+@contextmanager
+def frozen(model: torch.nn.Module):
+    """``model``'s trainable parameters stop asking for gradients inside the block (StyleGAN2-ADA's toggle): the
+    G step's backward then runs through D to the images only, skipping D's weight gradients, which it drops."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def save_grid(generator: torch.nn.Module, z: torch.Tensor, path: Path) -> torch.Tensor:
     """Write the fixed-z grid of ``generator`` (in eval mode, BatchNorm recalibrated); return its images."""
     with torch.no_grad():
@@ -183,7 +197,13 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         opt_d = torch.optim.Adam(optimizer_groups(D, recipe.optim.d_lr), betas=betas)
         G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
         G_raw, D_raw = acc.unwrap_model(G), acc.unwrap_model(D)
-        augment = DiffAugment(recipe.augment.policy)
+        diffaugment = DiffAugment(recipe.augment.policy)
+        layout = torch.channels_last if tr.channels_last else torch.contiguous_format
+
+        def augment(x: torch.Tensor, part: Part) -> torch.Tensor:
+            """What D is shown: DiffAugment, in the memory layout D runs fastest in (same values)."""
+            return diffaugment(x, part).contiguous(memory_format=layout)
+
         # the loop's randomness (flips, latents, augmentation), saved in checkpoints: one generator, alike on every
         # process, drawing for the global batch; each process takes its rows, so N processes draw what one would
         rng = torch.Generator(device=acc.device).manual_seed(recipe.seed * 7919 + 1)
@@ -295,7 +315,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     counters.images_seen += tr.batch_size
                     counters.d_step += 1
 
-                with acc.no_sync(D):  # D's gradients of the G step are dropped: they need no all-reduce
+                with acc.no_sync(D), frozen(D):  # D's weights get no gradient in the G step, and no all-reduce
                     with acc.autocast():
                         loss = g_loss(recipe.loss.kind, D(augment(fake, part)))
                         if recipe.loss.mode_seeking > 0:

@@ -241,3 +241,25 @@ def test_no_host_sync_per_step(mnist_env, tmp_path, monkeypatch):
         assert res.exit_code == 0, res.output
         counts.append(reads["n"])
     assert 0 < counts[1] - counts[0] <= 2, counts  # health(): one read of the finite flags, one of the stop flag
+
+
+def test_frozen_discriminator_passes_gradient_to_the_images_only():
+    """The G step's ``frozen(D)``: the backward reaches the images and leaves D's weights without gradients; then
+    exactly the parameters that were trainable before are trainable again, even when the block raises."""
+    from ganxfer.loop import frozen
+    from ganxfer.nets.dcgan import DCGANDiscriminator
+
+    D = DCGANDiscriminator(32, 3, 8)
+    first = next(D.parameters()).requires_grad_(False)  # as a frozen backbone's would be
+    trainable = [p.requires_grad for p in D.parameters()]
+    x = torch.randn(4, 3, 32, 32, requires_grad=True)
+    with frozen(D):
+        D(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in D.parameters())
+    assert [p.requires_grad for p in D.parameters()] == trainable and not first.requires_grad
+    with pytest.raises(RuntimeError), frozen(D):
+        raise RuntimeError("a failed step")
+    assert [p.requires_grad for p in D.parameters()] == trainable
+    D(x).sum().backward()  # outside the block D learns again
+    assert all((p.grad is not None) == p.requires_grad for p in D.parameters())

@@ -305,3 +305,20 @@ def test_missing_weights_stop_the_run_before_training(no_hub, anime_dir, tmp_pat
     assert len(errors) == 1 and "Traceback" not in res.output
     assert f"backbone '{LITE0}'" in errors[0] and "discriminator.pretrained_file" in errors[0]
     assert not (run / "metrics.jsonl").exists() and not (run / "checkpoints").exists()
+
+
+def test_headline_discriminator_judges_channels_last_images_alike(lite0_cache, faces):
+    """``train.channels_last`` changes only the memory layout of D's input: the headline's D (lite0, CSM, light
+    heads with mbstd, pixel D) gives the same logits and the same gradient to the images, in fp32 (eval mode, so
+    that spectral norm's power iteration does not move between the two calls)."""
+    D = build_discriminator(load_recipe("recipes/anime_from_mnist.yaml")).eval()
+    outputs = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = faces.clone().contiguous(memory_format=layout).requires_grad_(True)
+        logits = D(x)
+        (grad,) = torch.autograd.grad(g_loss("hinge", logits), x)
+        outputs.append((torch.cat([t.flatten() for t in logits]), grad))
+    (a, ga), (b, gb) = outputs
+    assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (a - b).abs().max()
+    assert torch.allclose(ga, gb, atol=1e-6, rtol=1e-3), (ga - gb).abs().max()
+    assert ga.abs().sum() > 0
