@@ -320,5 +320,4 @@ def test_headline_discriminator_judges_channels_last_images_alike(lite0_cache, f
         outputs.append((torch.cat([t.flatten() for t in logits]), grad))
     (a, ga), (b, gb) = outputs
     assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (a - b).abs().max()
-    assert torch.allclose(ga, gb, atol=1e-6, rtol=1e-3), (ga - gb).abs().max()
-    assert ga.abs().sum() > 0
+    assert ga.norm() > 0 and (ga - gb).norm() / ga.norm() < 1e-3, (ga - gb).norm() / ga.norm()
