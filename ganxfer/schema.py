@@ -73,9 +73,9 @@ class GeneratorConfig:
 class DiscriminatorConfig:
     kind: str = _f("dcgan", "'dcgan' or 'projected'")
     ndf: int = _f(64, "DCGAN width of the first layer", 4, 1024)
-    norm: Literal["batch", "spectral"] = _f("batch", "dcgan, and projected's pixel_d: batch (the tutorial's "
-                                            "BatchNorm) or spectral (spectral-norm convs, no BatchNorm: each image "
-                                            "judged on its own)")
+    norm: Literal["batch", "spectral", "none"] = _f("batch", "dcgan, and projected's pixel_d: batch (the "
+                                                    "tutorial's BatchNorm), spectral (spectral-norm convs) or none "
+                                                    "(plain convs, for R1); the last two judge each image on its own")
     backbone: str = _f("tf_efficientnet_lite0.in1k", "timm model name for kind=projected")
     pretrained: bool = _f(True, "load ImageNet weights for the backbone")
     pretrained_file: str | None = _f(None, "local .safetensors with backbone weights")

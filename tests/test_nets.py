@@ -78,11 +78,13 @@ def test_sample_seed_device_dtype_and_empty():
         g.sample(-1)
 
 
-def test_spectral_discriminator_judges_each_image_on_its_own(tmp_path):
+@pytest.mark.parametrize("norm", ["spectral", "none"])
+def test_unbatched_discriminator_judges_each_image_on_its_own(tmp_path, norm):
     torch.manual_seed(0)
     x = torch.rand(8, 1, 32, 32) * 2 - 1
-    batch, spectral = (DCGANDiscriminator(32, 1, 8, norm=n).train() for n in ("batch", "spectral"))
+    batch, spectral = (DCGANDiscriminator(32, 1, 8, norm=n).train() for n in ("batch", norm))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in spectral.modules())
+    assert (norm == "spectral") == any(torch.nn.utils.parametrize.is_parametrized(m) for m in spectral.modules())
 
     def whole_and_alone(d: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """The first two logits within the batch and on their own, from equal copies (a train-mode forward
@@ -95,5 +97,5 @@ def test_spectral_discriminator_judges_each_image_on_its_own(tmp_path):
     export_model(spectral, tmp_path / "d", "discriminator")
     again = load_model(tmp_path / "d", "discriminator").eval()
     assert torch.equal(again(x), spectral(x))
-    with pytest.raises(ValueError, match="use batch or spectral"):
+    with pytest.raises(ValueError, match="use one of batch, spectral, none"):
         DCGANDiscriminator(norm="layer")

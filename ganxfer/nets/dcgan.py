@@ -14,6 +14,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 RESOLUTIONS = (32, 64, 128)
+NORMS = ("batch", "spectral", "none")  # DCGANDiscriminator(norm=...)
 
 
 def _check_resolution(resolution: int) -> int:
@@ -183,9 +184,10 @@ class DCGANDiscriminator(
         channels: 1 or 3.
         ndf: width of the first block; each later block doubles it.
         norm: ``batch``, the tutorial's BatchNorm after every conv but the first, or ``spectral``:
-            spectral-normalised convs and no BatchNorm (SNGAN's discriminator), which judges each image on
-            its own; in training, a BatchNorm D judges an image relative to its batch, and the loop passes
-            it reals and fakes as separate batches.
+            spectral-normalised convs and no BatchNorm (SNGAN's discriminator), or ``none``: plain convs
+            (the unnormalised D that R1 regularises in Mescheder et al. 2018 and StyleGAN2). Without BatchNorm
+            each image is judged on its own; in training, a BatchNorm D judges an image relative to its batch,
+            and the loop passes it reals and fakes as separate batches.
     """
 
     kind = "dcgan"
@@ -194,8 +196,8 @@ class DCGANDiscriminator(
 
     def __init__(self, resolution: int = 64, channels: int = 3, ndf: int = 64, norm: str = "batch") -> None:
         super().__init__()
-        if norm not in ("batch", "spectral"):
-            raise ValueError(f"DCGAN discriminator norm {norm!r} is unknown; use batch or spectral")
+        if norm not in NORMS:
+            raise ValueError(f"DCGAN discriminator norm {norm!r} is unknown; use one of {', '.join(NORMS)}")
         n_down = _check_resolution(resolution)
         widths = [ndf * 2**i for i in range(n_down)]
         blocks = [nn.Sequential(nn.Conv2d(channels, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True))]

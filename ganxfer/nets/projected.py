@@ -142,7 +142,7 @@ class ProjectedDiscriminator(
             alongside the heads; its logit is one more entry of the output list (Vision-aided GAN's ensemble
             of a pretrained-feature D with a plain one).
         pixel_norm: the pixel discriminator's ``norm``: ``batch`` (BatchNorm, which judges each image relative
-            to its batch of all-real or all-fake images) or ``spectral`` (each image judged on its own).
+            to its batch of all-real or all-fake images), ``spectral`` or ``none`` (each image judged on its own).
         pretrained, pretrained_file: where the backbone's initial weights come from. Neither is written to
             ``config.json``: an exported model is rebuilt with random weights and loads its own safetensors.
     """
