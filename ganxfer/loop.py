@@ -33,7 +33,7 @@ from ganxfer.ema import recalibrated, update_ema
 from ganxfer.errors import GanxferError
 from ganxfer.images import make_sheet, write_grid
 from ganxfer.lock import RunLock
-from ganxfer.losses import d_loss, g_loss, mode_seeking, r1_penalty
+from ganxfer.losses import d_loss, g_loss, mode_seeking, r1_penalty, top_k, top_k_fraction
 from ganxfer.metrics import COLLAPSE_GRID, spread, thumbnails
 from ganxfer.nets import build_discriminator, build_generator, export_model
 from ganxfer.parallel import accelerator, local_batchnorm, resolve_precision, sync_batchnorm
@@ -317,7 +317,12 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
 
                 with acc.no_sync(D), frozen(D):  # D's weights get no gradient in the G step, and no all-reduce
                     with acc.autocast():
-                        loss = g_loss(recipe.loss.kind, D(augment(fake, part)))
+                        fake_logits = D(augment(fake, part))
+                        if recipe.loss.top_k < 1:  # Top-k training: only the fakes D finds most real teach G
+                            lo = recipe.loss
+                            share = top_k_fraction(counters.images_seen / 1e3, lo.top_k, lo.top_k_kimg)
+                            fake_logits = top_k(fake_logits, len(fake), max(1, round(share * len(fake))))
+                        loss = g_loss(recipe.loss.kind, fake_logits)
                         if recipe.loss.mode_seeking > 0:
                             term = mode_seeking(fake, z)
                             loss = loss + recipe.loss.mode_seeking * term

@@ -61,6 +61,26 @@ def scores(logits: Logits, batch: int) -> torch.Tensor:
     return sum(p.float().reshape(batch, -1).mean(1) for p in parts)
 
 
+def top_k(logits: Logits, batch: int, k: int) -> Logits:
+    """The logits of the ``k`` fakes that D scores as most real, for the G loss (Top-k training, Sinha et al.
+    2020, as in StudioGAN): the worst fakes' gradients, which dominate a non-saturating loss, are dropped.
+
+    Images are ranked by :func:`scores`, so every map of a multi-scale D keeps the same images.
+    """
+    if k >= batch:
+        return logits
+    keep = scores(logits, batch).topk(k).indices
+    return [p[keep] for p in logits] if isinstance(logits, (list, tuple)) else logits[keep]
+
+
+def top_k_fraction(kimg: float, final: float, ramp_kimg: float) -> float:
+    """The share of fakes :func:`top_k` keeps after ``kimg``: 1 falling linearly to ``final`` over ``ramp_kimg``
+    (at once when ``ramp_kimg`` is 0)."""
+    if ramp_kimg <= 0:
+        return final
+    return 1 - (1 - final) * min(kimg / ramp_kimg, 1.0)
+
+
 def r1_penalty(real: torch.Tensor, logits: Logits) -> torch.Tensor:
     """R1 (Mescheder et al. 2018): mean over images of |d score / d image|^2, with :func:`scores`.
 

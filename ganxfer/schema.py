@@ -101,6 +101,9 @@ class LossConfig:
     r1_gamma: float = _f(0.0, "R1 penalty weight on real images (0 = off)", 0)
     r1_every: int = _f(16, "lazy R1: apply every N discriminator steps", 1)
     mode_seeking: float = _f(0.0, "weight of MSGAN's mode-seeking term in the G loss (0 = off)", 0)
+    top_k: float = _f(1.0, "Top-k training: the G loss keeps this share of each batch's fakes, those D scores "
+                           "as most real (1 = all; Sinha et al. 2020 use 0.5)", 0.01, 1)
+    top_k_kimg: float = _f(0.0, "kimg over which the kept share falls linearly from 1 to loss.top_k", 0)
 
 
 @dataclass

@@ -52,10 +52,10 @@ def test_mnist_run_writes_the_run_folder(mnist_env, tmp_path):
 
 
 def test_resume_equals_one_run(mnist_env, tmp_path):
-    """2N steps in one run == N steps + resume to 2N (augmentation, flips and R1 included)."""
+    """2N steps in one run == N steps + resume to 2N (augmentation, flips, R1 and Top-k included)."""
     extra = ["--set", "augment.policy=color,translation,cutout", "--set", "data.hflip=true",
              "--set", "loss.r1_gamma=1.0", "--set", "loss.r1_every=2", "--set", "train.ema=0.9",
-             "--set", "loss.mode_seeking=1.0"]
+             "--set", "loss.mode_seeking=1.0", "--set", "loss.top_k=0.5", "--set", "loss.top_k_kimg=0.1"]
     full, half = tmp_path / "full", tmp_path / "half"
     assert cli("train", "recipes/mnist_dcgan.yaml", *TINY, *extra, "--set", "train.kimg=0.128",
                "--run-dir", full).exit_code == 0
@@ -72,6 +72,18 @@ def test_resume_equals_one_run(mnist_env, tmp_path):
     rows = lambda run: [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert [r["kimg"] for r in rows(full) if "loss_d" in r] == [r["kimg"] for r in rows(half) if "loss_d" in r]
     assert all(r["mode_seeking"] > 0 for r in rows(full) if "loss_d" in r)  # the term is on and logged
+
+
+def test_top_k_changes_what_g_learns(mnist_env, tmp_path):
+    """loss.top_k reaches the G step: the same seed and data, with and without it, train different generators."""
+    runs = {}
+    for name, share in (("all", "1.0"), ("top", "0.25")):
+        runs[name] = tmp_path / name
+        res = cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=0.064", "--set", "train.ema=0",
+                  "--set", f"loss.top_k={share}", "--run-dir", runs[name])
+        assert res.exit_code == 0, res.output
+    a, b = (weights(runs[n] / "generator" / "model.safetensors") for n in ("all", "top"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
 def test_minutes_budget_and_snapshots(mnist_env, tmp_path):

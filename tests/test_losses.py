@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ganxfer.losses import d_loss, g_loss, mode_seeking, r1_penalty
+from ganxfer.losses import d_loss, g_loss, mode_seeking, r1_penalty, top_k, top_k_fraction
 
 
 def test_bce_matches_torch():
@@ -60,3 +60,27 @@ def test_mode_seeking_gradient_pushes_samples_apart():
         mode_seeking(fake, z).backward()
         opt.step()
     assert (fake[:8] - fake[8:]).abs().mean().item() > 2 * before
+
+
+def test_top_k_keeps_the_fakes_d_scores_as_most_real():
+    """Every map keeps the same images, ranked by the per-image score (map means summed)."""
+    maps = torch.tensor([0.0, 3.0, 1.0, 2.0]).view(4, 1, 1, 1).expand(4, 1, 3, 3)
+    single = torch.tensor([0.0, 0.0, 5.0, 0.0])  # scores [0, 3, 6, 2]: images 2, then 1
+    kept = top_k([maps, single], 4, 2)
+    assert kept[0].shape == (2, 1, 3, 3) and torch.equal(kept[0][:, 0, 0, 0], torch.tensor([1.0, 3.0]))
+    assert torch.equal(kept[1], torch.tensor([5.0, 0.0]))
+    assert top_k(single, 4, 4) is single
+
+
+def test_top_k_g_loss_has_no_gradient_from_the_dropped_fakes():
+    fake = torch.randn(8, 3, requires_grad=True)
+    logits = fake.sum(1)
+    g_loss("bce", top_k(logits, 8, 3)).backward()
+    order = logits.detach().argsort(descending=True)
+    assert fake.grad[order[:3]].abs().min() > 0
+    assert fake.grad[order[3:]].abs().max() == 0
+
+
+def test_top_k_fraction_falls_linearly_then_holds():
+    assert [top_k_fraction(k, 0.5, 10) for k in (0, 5, 10, 40)] == [1.0, 0.75, 0.5, 0.5]
+    assert top_k_fraction(0, 0.5, 0) == 0.5
