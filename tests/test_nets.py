@@ -82,9 +82,9 @@ def test_sample_seed_device_dtype_and_empty():
 def test_unbatched_discriminator_judges_each_image_on_its_own(tmp_path, norm):
     torch.manual_seed(0)
     x = torch.rand(8, 1, 32, 32) * 2 - 1
-    batch, spectral = (DCGANDiscriminator(32, 1, 8, norm=n).train() for n in ("batch", norm))
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in spectral.modules())
-    assert (norm == "spectral") == any(torch.nn.utils.parametrize.is_parametrized(m) for m in spectral.modules())
+    batch, unbatched = (DCGANDiscriminator(32, 1, 8, norm=n).train() for n in ("batch", norm))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in unbatched.modules())
+    assert (norm == "spectral") == any(torch.nn.utils.parametrize.is_parametrized(m) for m in unbatched.modules())
 
     def whole_and_alone(d: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """The first two logits within the batch and on their own, from equal copies (a train-mode forward
@@ -92,10 +92,10 @@ def test_unbatched_discriminator_judges_each_image_on_its_own(tmp_path, norm):
         return copy.deepcopy(d)(x)[:2], copy.deepcopy(d)(x[:2])
 
     assert not torch.allclose(*whole_and_alone(batch), atol=1e-4)  # BatchNorm: relative to the batch
-    assert torch.allclose(*whole_and_alone(spectral), atol=1e-5)
-    spectral.eval()
-    export_model(spectral, tmp_path / "d", "discriminator")
+    assert torch.allclose(*whole_and_alone(unbatched), atol=1e-5)
+    unbatched.eval()
+    export_model(unbatched, tmp_path / "d", "discriminator")
     again = load_model(tmp_path / "d", "discriminator").eval()
-    assert torch.equal(again(x), spectral(x))
+    assert torch.equal(again(x), unbatched(x))
     with pytest.raises(ValueError, match="use one of batch, spectral, none"):
         DCGANDiscriminator(norm="layer")
