@@ -1,13 +1,14 @@
 """CPU cost of one full training step (G forward, D on real and fake, D backward and Adam, G backward through D
 and Adam) for discriminator variants, against the tutorial DCGAN (anime_dcgan) in the same run.
 
-Each variant is a recipe plus ``--set`` overrides, with ``bf16`` (autocast), ``channels_last`` (weights and
-images), ``compile`` (``torch.compile`` of G and D, default mode; give it ``--warmup 3`` so compilation stays out
-of the timing), ``frozen`` (D's weights get no gradient in the G step) and ``cl_input`` (D's images in
-channels-last layout, weights as they are) as extra switches; the training loop does ``frozen`` and, with
-``train.channels_last`` (the default), ``cl_input``. All variants run once per round, in turn, so machine noise
-hits all; the result is the median step time and images/s relative to the first variant. DiffAugment and the
-data are left out (same for all).
+Each variant is a recipe plus ``--set`` overrides, with extra switches: ``bf16`` (autocast), ``channels_last``
+(weights and images), ``compile`` (``torch.compile`` of G and D, default mode; give it ``--warmup 3`` so
+compilation stays out of the timing), ``frozen`` (D's weights get no gradient in the G step), ``cl_input`` (D's
+images in channels-last layout, weights as they are) and ``reuse`` (the G step reuses the D step's backbone
+features of the fakes). The training loop does ``frozen``, and by default ``cl_input`` (``train.channels_last``)
+and ``reuse`` (``train.reuse_features``). All variants run once per round, in turn, so machine noise hits all;
+the result is the median step time and images/s relative to the first variant. DiffAugment and the data are
+left out (same for all).
 
     source ../shared/env.sh && python benchmarks/step_cost.py --repeats 5
 """
@@ -62,6 +63,11 @@ VARIANTS: dict[str, tuple[str, list[str], set[str]]] = {
         HEAD, [], {"bf16", "frozen", "cl_input"}),
     "anime_from_mnist, bf16, 128 px, levels [2,3,4], the loop now": (
         HEAD, ["discriminator.input_size=128"], {"bf16", "frozen", "cl_input"}),
+    # the G step reuses the D step's backbone features of the fakes (train.reuse_features, 2026-12-04)
+    "anime_from_mnist, bf16, 96 px, levels [2,3,4], the loop now, features reused": (
+        HEAD, [], {"bf16", "frozen", "cl_input", "reuse"}),
+    "anime_from_mnist, bf16, 128 px, levels [2,3,4], the loop now, features reused": (
+        HEAD, ["discriminator.input_size=128"], {"bf16", "frozen", "cl_input", "reuse"}),
 }
 
 
@@ -84,15 +90,16 @@ def step(G, D, opt_g, opt_d, kind: str, latent: int, real: torch.Tensor, flags: 
     layout = torch.channels_last if "cl_input" in flags else torch.contiguous_format
     t0 = time.perf_counter()
     with autocast:
-        fake = G(torch.randn(len(real), latent))
-        loss = d_loss(kind, D(real.contiguous(memory_format=layout)),
-                      D(fake.detach().contiguous(memory_format=layout)))
+        fake = G(torch.randn(len(real), latent)).contiguous(memory_format=layout)
+        feats = D.features(fake) if "reuse" in flags else None
+        fake_logits = D(fake.detach(), feats=[f.detach() for f in feats]) if feats else D(fake.detach())
+        loss = d_loss(kind, D(real.contiguous(memory_format=layout)), fake_logits)
     opt_d.zero_grad(set_to_none=True)
     loss.backward()
     opt_d.step()
     with frozen(D) if "frozen" in flags else contextlib.nullcontext():
         with autocast:
-            loss = g_loss(kind, D(fake.contiguous(memory_format=layout)))
+            loss = g_loss(kind, D(fake, feats=feats) if feats else D(fake))
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
     opt_g.step()

@@ -198,6 +198,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
         G_raw, D_raw = acc.unwrap_model(G), acc.unwrap_model(D)
         diffaugment = DiffAugment(recipe.augment.policy)
+        # a frozen projected D: the G step judges the D step's view of the fakes, whose features it keeps
+        reuse = tr.reuse_features and getattr(D_raw, "fixed_features", False)
         layout = torch.channels_last if tr.channels_last else torch.contiguous_format
 
         def augment(x: torch.Tensor, part: Part) -> torch.Tensor:
@@ -303,7 +305,13 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                         with torch.set_grad_enabled(d_step == tr.d_steps - 1):
                             fake = G(z)
                         real_logits = D(augment(real, part))
-                        loss = d_loss(recipe.loss.kind, real_logits, D(augment(fake.detach(), part)))
+                        if reuse and d_step == tr.d_steps - 1:  # one view of the fakes, and its features, for both
+                            shown = augment(fake, part)        # steps: the backbone runs once on them, not twice
+                            feats = D_raw.features(shown)
+                            fake_logits = D(shown.detach(), feats=[f.detach() for f in feats])
+                        else:
+                            fake_logits = D(augment(fake.detach(), part))
+                        loss = d_loss(recipe.loss.kind, real_logits, fake_logits)
                         if r1_now:
                             r1 = r1_penalty(real, real_logits)
                             loss = loss + r1 * (recipe.loss.r1_gamma / 2 * recipe.loss.r1_every)
@@ -317,7 +325,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
 
                 with acc.no_sync(D), frozen(D):  # D's weights get no gradient in the G step, and no all-reduce
                     with acc.autocast():
-                        fake_logits = D(augment(fake, part))
+                        fake_logits = D(shown, feats=feats) if reuse else D(augment(fake, part))
                         if recipe.loss.top_k < 1:  # Top-k training: only the fakes D finds most real teach G
                             lo = recipe.loss
                             share = top_k_fraction(counters.images_seen / 1e3, lo.top_k, lo.top_k_kimg)

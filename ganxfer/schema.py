@@ -133,6 +133,9 @@ class TrainConfig:
                                                                  "GPU or CPU (AVX512-BF16, AMX) has it, else no")
     channels_last: bool = _f(True, "feed D its images in channels-last memory layout (same values; 1.1x to 1.2x the "
                                    "images/s of the whole step on a 2-core CPU, benchmarks/step_cost.py)")
+    reuse_features: bool = _f(True, "with a frozen projected D, the G step judges the D step's augmented fakes and "
+                                    "reuses their backbone features (one backbone pass fewer per step; the two "
+                                    "steps then share one augmentation draw)")
     ema: float = _f(0.999, "EMA decay of the exported generator (0 = no EMA)", 0, 1)
     log_every_kimg: float = _f(0.2, "metrics.jsonl cadence", 0)
     sample_every_kimg: float = _f(5.0, "fixed-z sample grid cadence (0 = only at the end)", 0)

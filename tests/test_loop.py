@@ -86,6 +86,22 @@ def test_top_k_changes_what_g_learns(mnist_env, tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
+def test_reused_features_change_only_the_cost(lite0_cache, anime_dir, tmp_path):
+    """With a frozen projected D and no augmentation (the one draw the two steps would otherwise not share),
+    ``train.reuse_features`` trains the same generator as running the backbone again in the G step."""
+    gens = {}
+    for reuse in ("true", "false"):
+        run = tmp_path / reuse
+        res = cli("train", "recipes/anime_projected.yaml", "--run-dir", run, "--set", "data.limit=256",
+                  "--set", "train.kimg=0.064", "--set", "train.batch_size=16", "--set", "train.num_samples=16",
+                  "--set", "generator.ngf=16", "--set", "augment.policy=''", "--set", "train.ema=0",
+                  "--set", f"train.reuse_features={reuse}")
+        assert res.exit_code == 0, res.output
+        gens[reuse] = weights(run / "generator" / "model.safetensors")
+    a, b = gens["true"], gens["false"]
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
 def test_minutes_budget_and_snapshots(mnist_env, tmp_path):
     """train.minutes stops on training time, before the kimg budget; snapshots are loadable exports."""
     run = tmp_path / "run"

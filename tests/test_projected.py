@@ -191,6 +191,29 @@ def test_pixel_discriminator_is_one_more_head(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(again(x), D.eval()(x), strict=True))
 
 
+def test_features_of_a_frozen_backbone_outlive_a_d_update():
+    """What ``train.reuse_features`` relies on: with a frozen backbone, features computed before D's update give
+    the updated D the same logits and the same gradient to the images as running the backbone again."""
+    torch.manual_seed(0)
+    D = ProjectedDiscriminator("test_efficientnet", resolution=32, head_channels=8, projection=True, pixel_ndf=8,
+                               mbstd=2)
+    assert D.fixed_features
+    fake = (torch.rand(4, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    feats = D.features(fake)
+    opt = torch.optim.Adam(optimizer_groups(D, 1e-2))
+    d_loss("hinge", D(torch.rand(4, 3, 32, 32) * 2 - 1), D(fake.detach(), feats=[f.detach() for f in feats])).backward()
+    opt.step()
+    assert fake.grad is None  # the D step sent nothing back to the images
+    D.eval()  # no spectral-norm power iteration between the two calls
+    (reused,) = torch.autograd.grad(g_loss("hinge", D(fake, feats=feats)), fake)
+    again = fake.detach().clone().requires_grad_(True)
+    (fresh,) = torch.autograd.grad(g_loss("hinge", D(again)), again)
+    assert fresh.abs().sum() > 0 and torch.allclose(reused, fresh, rtol=1e-5, atol=1e-7)
+    for mode in ("finetune", "partial"):  # a trained backbone moves the features: nothing to reuse
+        assert not ProjectedDiscriminator("test_efficientnet", resolution=32, head_channels=8, mode=mode,
+                                          trainable_from=1).fixed_features
+
+
 def test_r1_through_the_backbone():
     D = ProjectedDiscriminator("test_convnext", resolution=32, head_channels=8)
     real = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_(True)
@@ -311,6 +334,7 @@ def test_headline_discriminator_judges_channels_last_images_alike(lite0_cache, f
     """``train.channels_last`` changes only the memory layout of D's input: the headline's D (lite0, CSM, light
     heads with mbstd, pixel D) gives the same logits and the same gradient to the images, in fp32 (eval mode, so
     that spectral norm's power iteration does not move between the two calls)."""
+    torch.manual_seed(0)
     D = build_discriminator(load_recipe("recipes/anime_from_mnist.yaml")).eval()
     outputs = []
     for layout in (torch.contiguous_format, torch.channels_last):
@@ -320,4 +344,7 @@ def test_headline_discriminator_judges_channels_last_images_alike(lite0_cache, f
         outputs.append((torch.cat([t.flatten() for t in logits]), grad))
     (a, ga), (b, gb) = outputs
     assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (a - b).abs().max()
-    assert ga.norm() > 0 and (ga - gb).norm() / ga.norm() < 1e-3, (ga - gb).norm() / ga.norm()
+    # the gradient by relative norm: on real faces a few of lite0's ReLU6 inputs sit on a kink, so rounding at
+    # 1e-6 flips their slope in one layout (2e-4 to 1.5e-3 of the norm, all in one or two images); a wrong layout
+    # would be off by the whole norm
+    assert ga.norm() > 0 and (ga - gb).norm() / ga.norm() < 1e-2, (ga - gb).norm() / ga.norm()

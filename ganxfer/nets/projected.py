@@ -205,6 +205,16 @@ class ProjectedDiscriminator(
         feats = backbones.features(self.backbone, x, self.out_indices)
         return self.projection(feats) if self.projection is not None else feats
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        logits = [h(f) for h, f in zip(self.heads, self.features(x), strict=True)]
+    @property
+    def fixed_features(self) -> bool:
+        """True when :meth:`features` has no trained weight (frozen backbone; projections never train), so the
+        features of an image stay valid across D's updates: the loop computes the fakes' features once for the
+        D step and the G step."""
+        return not any(p.requires_grad for p in self.backbone.parameters())
+
+    def forward(self, x: torch.Tensor, feats: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Logit maps for ``x``; ``feats``: ``self.features(x)`` computed by the caller (see
+        :attr:`fixed_features`), so that the backbone is not run again."""
+        feats = self.features(x) if feats is None else feats
+        logits = [h(f) for h, f in zip(self.heads, feats, strict=True)]
         return logits + [self.pixel(x).view(-1, 1, 1, 1)] if self.pixel is not None else logits
