@@ -33,7 +33,7 @@ from ganxfer.ema import recalibrated, update_ema
 from ganxfer.errors import GanxferError
 from ganxfer.images import make_sheet, write_grid
 from ganxfer.lock import RunLock
-from ganxfer.losses import d_loss, g_loss, mode_seeking, r1_penalty, top_k, top_k_fraction
+from ganxfer.losses import d_loss, g_loss, info_loss, mode_seeking, r1_penalty, top_k, top_k_fraction
 from ganxfer.metrics import COLLAPSE_GRID, spread, thumbnails
 from ganxfer.nets import build_discriminator, build_generator, export_model
 from ganxfer.parallel import accelerator, local_batchnorm, resolve_precision, sync_batchnorm
@@ -200,6 +200,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         diffaugment = DiffAugment(recipe.augment.policy)
         # a frozen projected D: the G step judges the D step's view of the fakes, whose features it keeps
         reuse = tr.reuse_features and getattr(D_raw, "fixed_features", False)
+        info = recipe.loss.info_classes > 0  # InfoGAN: D's class head and G learn to agree on z's code
         layout = torch.channels_last if tr.channels_last else torch.contiguous_format
 
         def augment(x: torch.Tensor, part: Part) -> torch.Tensor:
@@ -263,7 +264,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
             log.info("%d process(es) on %s: global batch %d = %d x %d per process, mixed precision %s",
                      acc.num_processes, hardware(acc), tr.batch_size, acc.num_processes, local_batch,
                      acc.mixed_precision)
-        meter = Meter("loss_d", "loss_g", "r1", "mode_seeking")  # sums on the device; one sync per log row
+        meter = Meter("loss_d", "loss_g", "r1", "mode_seeking", "info")  # sums on the device; one sync per log row
         clock = Clock(counters.wall_s)  # training time: sampling, evaluation and checkpoints are paused()
         t_log, seen_log = clock(), counters.images_seen
 
@@ -309,9 +310,13 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                             shown = augment(fake, part)        # steps: the backbone runs once on them, not twice
                             feats = D_raw.features(shown)
                             fake_logits = D(shown.detach(), feats=[f.detach() for f in feats])
+                        elif info:
+                            fake_logits, fake_classes = D(augment(fake.detach(), part), classes=True)
                         else:
                             fake_logits = D(augment(fake.detach(), part))
                         loss = d_loss(recipe.loss.kind, real_logits, fake_logits)
+                        if info:
+                            loss = loss + recipe.loss.info_weight * info_loss(fake_classes, z)
                         if r1_now:
                             r1 = r1_penalty(real, real_logits)
                             loss = loss + r1 * (recipe.loss.r1_gamma / 2 * recipe.loss.r1_every)
@@ -325,7 +330,12 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
 
                 with acc.no_sync(D), frozen(D):  # D's weights get no gradient in the G step, and no all-reduce
                     with acc.autocast():
-                        fake_logits = D(shown, feats=feats) if reuse else D(augment(fake, part))
+                        if reuse:
+                            fake_logits = D(shown, feats=feats)
+                        elif info:
+                            fake_logits, fake_classes = D(augment(fake, part), classes=True)
+                        else:
+                            fake_logits = D(augment(fake, part))
                         if recipe.loss.top_k < 1:  # Top-k training: only the fakes D finds most real teach G
                             lo = recipe.loss
                             share = top_k_fraction(counters.images_seen / 1e3, lo.top_k, lo.top_k_kimg)
@@ -335,6 +345,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                             term = mode_seeking(fake, z)
                             loss = loss + recipe.loss.mode_seeking * term
                             meter.add("mode_seeking", term)
+                        if info:  # the code's cross-entropy on G's side: ln K while the head cannot read it
+                            term = info_loss(fake_classes, z)
+                            loss = loss + recipe.loss.info_weight * term
+                            meter.add("info", term)
                     opt_g.zero_grad(set_to_none=True)
                     acc.backward(loss)
                 opt_g.step()
@@ -360,9 +374,9 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     row = {"kimg": now / 1000, "step": counters.step, "batch_per_process": local_batch,
                            "loss_d": means["loss_d"], "loss_g": means["loss_g"],
                            "images_per_s": (now - seen_log) / max(clock() - t_log, 1e-9), "wall_s": round(clock(), 3)}
-                    # the mean R1 over the D steps that applied it; the mode-seeking term before its weight
-                    # (it grows as samples collapse)
-                    row.update({k: means[k] for k in ("r1", "mode_seeking") if k in means})
+                    # the mean R1 over the D steps that applied it; the mode-seeking and InfoGAN terms before
+                    # their weights (the first grows as samples collapse, the second falls as G's code is read)
+                    row.update({k: means[k] for k in ("r1", "mode_seeking", "info") if k in means})
                     if last:
                         row["hardware"], row["mixed_precision"] = hardware(acc), acc.mixed_precision
                     _log(acc, run_dir, row)

@@ -52,6 +52,16 @@ def mode_seeking(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torc
     return 1 / (d_img / d_z + eps)
 
 
+def info_loss(class_logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """InfoGAN's categorical term (Chen et al. 2016): cross-entropy of the Q head's ``(B, K)`` logits against the
+    code ``c = argmax(z[:, :K])``, the lower bound on the mutual information between c and the image that D's
+    head and G both minimise. The code needs no extra input: with z ~ N(0, I) it is uniform over the K classes,
+    so a generator trained with it samples like any other.
+    """
+    code = z[:, :class_logits.shape[1]].argmax(1)
+    return F.cross_entropy(class_logits.float(), code)
+
+
 def scores(logits: Logits, batch: int) -> torch.Tensor:
     """One score per image, (B,): each logit map averaged over its positions, summed over maps.
 

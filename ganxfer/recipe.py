@@ -166,6 +166,13 @@ def _check_optim(r: Recipe) -> str | None:
 
 
 def _check_loss(r: Recipe) -> str | None:
+    k = r.loss.info_classes
+    if k and r.discriminator.kind != "dcgan":
+        return (f"loss.info_classes={k} needs a class head, which only discriminator.kind=dcgan has; "
+                "set loss.info_classes=0")
+    if k == 1 or k > r.generator.latent_dim:
+        return (f"loss.info_classes={k} reads the code from z's first K entries: use 2 to "
+                f"generator.latent_dim={r.generator.latent_dim}, or 0 for off")
     if r.loss.mode_seeking > 0 and r.train.batch_size < 2:
         return (f"loss.mode_seeking={r.loss.mode_seeking:g} compares pairs of images in a batch; raise "
                 f"train.batch_size (now {r.train.batch_size}) to 2 or more, or set loss.mode_seeking=0")

@@ -104,6 +104,9 @@ class LossConfig:
     top_k: float = _f(1.0, "Top-k training: the G loss keeps this share of each batch's fakes, those D scores "
                            "as most real (1 = all; Sinha et al. 2020 use 0.5)", 0.01, 1)
     top_k_kimg: float = _f(0.0, "kimg over which the kept share falls linearly from 1 to loss.top_k", 0)
+    info_classes: int = _f(0, "InfoGAN's categorical code: K classes, c = argmax of z's first K entries; a dcgan D "
+                              "gets a K-way head that, with G, learns to read c from the image (0 = off)", 0, 4096)
+    info_weight: float = _f(1.0, "weight of the code's cross-entropy in the D and G losses (InfoGAN: 1)", 0)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ganxfer.losses import d_loss, g_loss, mode_seeking, r1_penalty, top_k, top_k_fraction
+from ganxfer.losses import d_loss, g_loss, info_loss, mode_seeking, r1_penalty, top_k, top_k_fraction
 
 
 def test_bce_matches_torch():
@@ -84,3 +84,20 @@ def test_top_k_g_loss_has_no_gradient_from_the_dropped_fakes():
 def test_top_k_fraction_falls_linearly_then_holds():
     assert [top_k_fraction(k, 0.5, 10) for k in (0, 5, 10, 40)] == [1.0, 0.75, 0.5, 0.5]
     assert top_k_fraction(0, 0.5, 0) == 0.5
+
+
+def test_info_loss_is_cross_entropy_against_the_code_in_z():
+    z = torch.randn(64, 16)
+    code = z[:, :10].argmax(1)
+    logits = torch.randn(64, 10)
+    assert torch.allclose(info_loss(logits, z), torch.nn.functional.cross_entropy(logits, code))
+    assert torch.allclose(info_loss(torch.zeros(64, 10), z), torch.tensor(10.0).log())  # a blind head: ln K
+    assert info_loss(20 * torch.nn.functional.one_hot(code, 10).float(), z) < 1e-6  # a head that reads the code
+    assert info_loss(logits, z + torch.cat([torch.zeros(64, 10), torch.randn(64, 6)], 1)) == info_loss(logits, z)
+
+
+def test_info_code_is_uniform_under_the_normal_prior():
+    """c = argmax of z's first K entries: K equally likely classes, so sampling needs no change."""
+    z = torch.randn(100_000, 100, generator=torch.Generator().manual_seed(0))
+    share = torch.bincount(z[:, :10].argmax(1), minlength=10) / len(z)
+    assert (share - 0.1).abs().max() < 0.005

@@ -46,6 +46,19 @@ def test_export_rebuilds_the_exact_network(tmp_path):
         is DCGANDiscriminator
 
 
+def test_class_head_reads_the_last_block_and_survives_export(tmp_path):
+    d = DCGANDiscriminator(resolution=32, channels=1, ndf=8, classes=10).eval()
+    x = torch.randn(3, 1, 32, 32)
+    logits, classes = d(x, classes=True)
+    assert logits.shape == (3,) and classes.shape == (3, 10)
+    assert torch.equal(logits, d(x))  # the head adds an output, not a change to the logit
+    export_model(d, tmp_path / "d", "discriminator")
+    again = load_model(tmp_path / "d")
+    assert torch.equal(again(x, classes=True)[1], classes)
+    with pytest.raises(ValueError, match="no class head"):
+        DCGANDiscriminator(resolution=32, channels=1, ndf=8)(x, classes=True)
+
+
 def test_grow_blocks_start_as_nearest_upsampling():
     g = DCGANGenerator(resolution=64, ngf=8, grow=1)
     x = torch.rand(1, 8, 5, 5)

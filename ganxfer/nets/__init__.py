@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ganxfer.schema import Recipe
 
 MAX_PARAMETERS = 1_000_000_000  # 4 GB of float32 weights; DCGAN at 128px with ngf 256 has ~200M
-EXTRA_RANGES = {"grow": (0, 3), "pixel_ndf": (0, 1024)}  # config keys that no recipe key shares
+EXTRA_RANGES = {"grow": (0, 3), "pixel_ndf": (0, 1024), "classes": (0, 4096)}  # config keys that no recipe key shares
 
 
 class ModelFormatError(GanxferError, ValueError):
@@ -52,7 +52,7 @@ def _dcgan_generator(r: Recipe) -> dict:
 
 def _dcgan_discriminator(r: Recipe) -> dict:
     return dict(resolution=r.data.resolution, channels=r.data.channels, ndf=r.discriminator.ndf,
-                norm=r.discriminator.norm)
+                norm=r.discriminator.norm, classes=r.loss.info_classes)
 
 
 def _projected_discriminator(r: Recipe) -> dict:

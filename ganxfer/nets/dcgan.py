@@ -188,13 +188,16 @@ class DCGANDiscriminator(
             (the unnormalised D that R1 regularises in Mescheder et al. 2018 and StyleGAN2). Without BatchNorm
             each image is judged on its own; in training, a BatchNorm D judges an image relative to its batch,
             and the loop passes it reals and fakes as separate batches.
+        classes: K > 0 adds InfoGAN's Q head (Chen et al. 2016): K logits per image, read from the last block's
+            features that the real/fake logit is read from, and returned by ``forward(x, classes=True)``.
     """
 
     kind = "dcgan"
     resolutions = RESOLUTIONS
     channel_tensors = {"blocks.0.0.weight": (1, "input")}
 
-    def __init__(self, resolution: int = 64, channels: int = 3, ndf: int = 64, norm: str = "batch") -> None:
+    def __init__(self, resolution: int = 64, channels: int = 3, ndf: int = 64, norm: str = "batch",
+                 classes: int = 0) -> None:
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"DCGAN discriminator norm {norm!r} is unknown; use one of {', '.join(NORMS)}")
@@ -207,13 +210,21 @@ class DCGANDiscriminator(
                                         norm_layer, nn.LeakyReLU(0.2, True)))
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False)
+        self.classes = classes
+        if classes:
+            self.classify = nn.Conv2d(widths[-1], classes, 4, 1, 0)
         dcgan_init(self)
         if norm == "spectral":
             for m in self.modules():
                 if isinstance(m, nn.Conv2d):
                     nn.utils.parametrizations.spectral_norm(m)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, classes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B,); with ``classes``, also the Q head's (B, K) class logits."""
         for block in self.blocks:
             x = block(x)
-        return self.head(x).flatten()
+        if not classes:
+            return self.head(x).flatten()
+        if not self.classes:
+            raise ValueError("this discriminator has no class head; build it with classes=K")
+        return self.head(x).flatten(), self.classify(x).flatten(1)
