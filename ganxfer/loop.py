@@ -33,7 +33,7 @@ from ganxfer.ema import recalibrated, update_ema
 from ganxfer.errors import GanxferError
 from ganxfer.images import make_sheet, write_grid
 from ganxfer.lock import RunLock
-from ganxfer.losses import d_loss, g_loss, info_loss, mode_seeking, r1_penalty, top_k, top_k_fraction
+from ganxfer.losses import cluster_loss, d_loss, g_loss, info_loss, mode_seeking, r1_penalty, top_k, top_k_fraction
 from ganxfer.metrics import COLLAPSE_GRID, spread, thumbnails
 from ganxfer.nets import build_discriminator, build_generator, export_model
 from ganxfer.parallel import accelerator, local_batchnorm, resolve_precision, sync_batchnorm
@@ -201,6 +201,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         # a frozen projected D: the G step judges the D step's view of the fakes, whose features it keeps
         reuse = tr.reuse_features and getattr(D_raw, "fixed_features", False)
         info = recipe.loss.info_classes > 0  # InfoGAN: D's class head and G learn to agree on z's code
+        cluster = info and recipe.loss.info_cluster > 0  # ... the head clustering the real images instead
         layout = torch.channels_last if tr.channels_last else torch.contiguous_format
 
         def augment(x: torch.Tensor, part: Part) -> torch.Tensor:
@@ -264,7 +265,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
             log.info("%d process(es) on %s: global batch %d = %d x %d per process, mixed precision %s",
                      acc.num_processes, hardware(acc), tr.batch_size, acc.num_processes, local_batch,
                      acc.mixed_precision)
-        meter = Meter("loss_d", "loss_g", "r1", "mode_seeking", "info")  # sums on the device; one sync per log row
+        # sums on the device; one sync per log row
+        meter = Meter("loss_d", "loss_g", "r1", "mode_seeking", "info", "cluster")
         clock = Clock(counters.wall_s)  # training time: sampling, evaluation and checkpoints are paused()
         t_log, seen_log = clock(), counters.images_seen
 
@@ -305,17 +307,24 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                         # the last D step's fakes keep their graph: the G step reuses them (one G forward saved)
                         with torch.set_grad_enabled(d_step == tr.d_steps - 1):
                             fake = G(z)
-                        real_logits = D(augment(real, part))
+                        if cluster:
+                            real_logits, real_classes = D(augment(real, part), classes=True)
+                        else:
+                            real_logits = D(augment(real, part))
                         if reuse and d_step == tr.d_steps - 1:  # one view of the fakes, and its features, for both
                             shown = augment(fake, part)        # steps: the backbone runs once on them, not twice
                             feats = D_raw.features(shown)
                             fake_logits = D(shown.detach(), feats=[f.detach() for f in feats])
-                        elif info:
+                        elif info and not cluster:
                             fake_logits, fake_classes = D(augment(fake.detach(), part), classes=True)
                         else:
                             fake_logits = D(augment(fake.detach(), part))
                         loss = d_loss(recipe.loss.kind, real_logits, fake_logits)
-                        if info:
+                        if cluster:
+                            term = cluster_loss(real_classes)
+                            loss = loss + recipe.loss.info_cluster * term
+                            meter.add("cluster", term)
+                        elif info:
                             loss = loss + recipe.loss.info_weight * info_loss(fake_classes, z)
                         if r1_now:
                             r1 = r1_penalty(real, real_logits)
@@ -376,7 +385,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                            "images_per_s": (now - seen_log) / max(clock() - t_log, 1e-9), "wall_s": round(clock(), 3)}
                     # the mean R1 over the D steps that applied it; the mode-seeking and InfoGAN terms before
                     # their weights (the first grows as samples collapse, the second falls as G's code is read)
-                    row.update({k: means[k] for k in ("r1", "mode_seeking", "info") if k in means})
+                    row.update({k: means[k] for k in ("r1", "mode_seeking", "info", "cluster") if k in means})
                     if last:
                         row["hardware"], row["mixed_precision"] = hardware(acc), acc.mixed_precision
                     _log(acc, run_dir, row)

@@ -62,6 +62,17 @@ def info_loss(class_logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(class_logits.float(), code)
 
 
+def cluster_loss(class_logits: torch.Tensor) -> torch.Tensor:
+    """Regularised information maximisation (Krause et al. 2010; CatGAN's real-data term, Springenberg 2016):
+    the mean entropy of each image's class distribution minus the entropy of the batch's mean distribution.
+    Minimising it makes every image's class confident and the classes equally used: a clustering of the images.
+    """
+    p = class_logits.float().softmax(1)
+    log_p = class_logits.float().log_softmax(1)
+    mean = p.mean(0)
+    return -(p * log_p).sum(1).mean() + (mean * mean.clamp_min(1e-12).log()).sum()
+
+
 def scores(logits: Logits, batch: int) -> torch.Tensor:
     """One score per image, (B,): each logit map averaged over its positions, summed over maps.
 

@@ -170,6 +170,8 @@ def _check_loss(r: Recipe) -> str | None:
     if k and r.discriminator.kind != "dcgan":
         return (f"loss.info_classes={k} needs a class head, which only discriminator.kind=dcgan has; "
                 "set loss.info_classes=0")
+    if r.loss.info_cluster > 0 and not k:
+        return "loss.info_cluster clusters images with the code's class head; set loss.info_classes too"
     if k == 1 or k > r.generator.latent_dim:
         return (f"loss.info_classes={k} reads the code from z's first K entries: use 2 to "
                 f"generator.latent_dim={r.generator.latent_dim}, or 0 for off")

@@ -160,6 +160,7 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
     "info code, projected D": (lambda c: train(c, "loss.info_classes=10", "discriminator.kind=projected"),
                                "only discriminator.kind=dcgan has"),
     "info code, too long": (lambda c: train(c, "loss.info_classes=200"), "use 2 to generator.latent_dim=100"),
+    "cluster, no code": (lambda c: train(c, "loss.info_cluster=1"), "set loss.info_classes too"),
     "hub data dotdot": (lambda c: train(c, "data.path=hub:owner/..", dry_run=False), "is not a valid Hub id"),
     "init revision": (lambda c: train(c, "generator.init=owner/name@../../x"), "is not a valid Hub id"),
     "junk images": (lambda c: ["train", "recipes/mnist_dcgan.yaml", *TINY, "--set", f"data.path={_junk_images(c)}",

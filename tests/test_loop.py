@@ -105,6 +105,19 @@ def test_info_code_is_learnt_to_be_read(mnist_env, tmp_path):
     assert d(torch.zeros(1, 1, 32, 32), classes=True)[1].shape == (1, 10)
 
 
+def test_class_head_clusters_the_real_digits(mnist_env, tmp_path):
+    """loss.info_cluster: the class head, trained on real digits only, moves from one unsure cluster (0) toward
+    ten confident, equally used ones (-ln 10)."""
+    run = tmp_path / "run"
+    res = cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "data.limit=2048", "--set", "train.kimg=1",
+              "--set", "train.batch_size=32", "--set", "train.log_every_kimg=0.256", "--set", "train.ema=0",
+              "--set", "loss.info_classes=10", "--set", "loss.info_cluster=1", "--set", "discriminator.ndf=16",
+              "--run-dir", run)
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"cluster"' in x]
+    assert len(rows) == 4 and rows[-1]["cluster"] < -0.3 and all("info" in r for r in rows)
+
+
 def test_reused_features_change_only_the_cost(lite0_cache, anime_dir, tmp_path):
     """With a frozen projected D and no augmentation (the one draw the two steps would otherwise not share),
     ``train.reuse_features`` trains the same generator as running the backbone again in the G step."""

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ganxfer.losses import d_loss, g_loss, info_loss, mode_seeking, r1_penalty, top_k, top_k_fraction
+from ganxfer.losses import cluster_loss, d_loss, g_loss, info_loss, mode_seeking, r1_penalty, top_k, top_k_fraction
 
 
 def test_bce_matches_torch():
@@ -101,3 +101,17 @@ def test_info_code_is_uniform_under_the_normal_prior():
     z = torch.randn(100_000, 100, generator=torch.Generator().manual_seed(0))
     share = torch.bincount(z[:, :10].argmax(1), minlength=10) / len(z)
     assert (share - 0.1).abs().max() < 0.005
+
+
+def test_cluster_loss_rewards_confident_balanced_classes():
+    k = 10
+    confident_balanced = 30 * torch.eye(k).repeat(4, 1)  # 40 images, each sure of its class, all classes used
+    confident_one_class = 30 * torch.eye(k)[[0] * 40]
+    unsure = torch.zeros(40, k)
+    assert torch.allclose(cluster_loss(confident_balanced), -torch.tensor(k).float().log(), atol=1e-5)
+    assert cluster_loss(confident_one_class).abs() < 1e-5  # confident, but one cluster: no information
+    assert cluster_loss(unsure).abs() < 1e-5  # balanced, but unsure
+    logits = torch.randn(40, k, requires_grad=True)
+    cluster_loss(logits).backward()  # a step against the gradient sharpens every image's top class
+    sharper = (logits - 0.5 * logits.grad).softmax(1).max(1).values
+    assert (sharper > logits.softmax(1).max(1).values).float().mean() > 0.9
