@@ -5,8 +5,9 @@ Train each arm with snapshots (one training at a time; the machine must be other
     ganxfer train recipes/anime_dcgan.yaml --run-dir runs/study/anime_dcgan-s0 --set train.kimg=10000 \\
         --set train.minutes=30 --set train.snapshot_every_minutes=10 --set "train.snapshot_at_minutes=[1,2,3,5]"
 
-then score every snapshot (KID from 500 fakes against 2,000 cached reals, precision/recall on 500 : 500) and
-write the table, the curve figure and the 8x8 grids::
+then score every snapshot (KID from 500 fakes against 2,000 cached reals, precision/recall on 500 : 500, and
+the share of 1,000 samples with a border artefact, benchmarks/edges.py) and write the table, the curve figure
+and the 8x8 grids::
 
     python benchmarks/equal_time.py score runs/study
     python benchmarks/equal_time.py report runs/study --baseline anime_dcgan-s0 --docs docs/equal_time
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from edges import border_artefacts
 from results import RESULTS, append_row, git_commit, machine
 
 HEADING = "## Equal training time on CPU: KID and recall from snapshots (benchmarks/equal_time.py)"
@@ -46,6 +48,7 @@ def snapshot_minutes(snapshot: str) -> float:
 
 def score(study: Path, data: str, num: int, num_real: int, minutes: list[float] | None = None) -> None:
     """Score every snapshot not yet scored, or only those at ``minutes`` (a cheap look at pilot runs)."""
+    from ganxfer import load_generator
     from ganxfer.metrics import evaluate
 
     for run in sorted(p for p in study.iterdir() if (p / "metrics.jsonl").is_file()):
@@ -57,7 +60,8 @@ def score(study: Path, data: str, num: int, num_real: int, minutes: list[float] 
             out = {"snapshot": snap["snapshot"], "minutes": snapshot_minutes(snap["snapshot"]),
                    "kimg": snap["kimg"], "wall_s": snap["wall_s"],
                    **{k: res[k] for k in ("kid_mean", "kid_std", "precision", "recall", "diversity", "collapse",
-                                          "num_fake", "num_real")}}
+                                          "num_fake", "num_real")},
+                   **border_artefacts(load_generator(str(run / snap["snapshot"])).sample(1000, seed=0))}
             print(run.name, json.dumps(out))
             with open(run / "scores.jsonl", "a") as fh:
                 fh.write(json.dumps(out) + "\n")

@@ -58,18 +58,26 @@ def contrast(x: torch.Tensor, gen: Gen) -> torch.Tensor:
     return (x - mean) * (_rand(x, gen, 1, 1, 1) + 0.5) + mean
 
 
-def translation(x: torch.Tensor, gen: Gen, ratio: float = 0.125) -> torch.Tensor:
-    """Shift by up to ``ratio`` of the side, filling with zeros (the DiffAugment reference behaviour)."""
+def translation(x: torch.Tensor, gen: Gen, ratio: float = 0.125, fill: str = "zeros") -> torch.Tensor:
+    """Shift by up to ``ratio`` of the side. ``fill``: ``zeros`` fills the uncovered border with zeros (the
+    DiffAugment reference), ``reflect`` with the image mirrored at its edge (StyleGAN2-ADA's integer
+    translation), so D keeps judging the border pixels wherever the shift puts them."""
     b, _, h, w = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
     ty, tx = _randint(x, gen, -sh, sh + 1), _randint(x, gen, -sw, sw + 1)
+    py, px = (1, 1) if fill == "zeros" else (min(sh, h - 1), min(sw, w - 1))  # reflect needs pad < side
     gy, gx = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
-    gy = (gy[None] + ty + 1).clamp(0, h + 1)
-    gx = (gx[None] + tx + 1).clamp(0, w + 1)
-    padded = F.pad(x, [1, 1, 1, 1])
-    flat = padded.permute(0, 2, 3, 1).reshape(b, (h + 2) * (w + 2), -1)
-    idx = (gy * (w + 2) + gx).reshape(b, -1, 1).expand(-1, -1, x.shape[1])
+    gy = (gy[None] + ty + py).clamp(0, h + 2 * py - 1)
+    gx = (gx[None] + tx + px).clamp(0, w + 2 * px - 1)
+    padded = F.pad(x, [px, px, py, py], mode="constant" if fill == "zeros" else "reflect")
+    flat = padded.permute(0, 2, 3, 1).reshape(b, (h + 2 * py) * (w + 2 * px), -1)
+    idx = (gy * (w + 2 * px) + gx).reshape(b, -1, 1).expand(-1, -1, x.shape[1])
     return flat.gather(1, idx).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def translation_reflect(x: torch.Tensor, gen: Gen) -> torch.Tensor:
+    """:func:`translation` with the border filled by reflection."""
+    return translation(x, gen, fill="reflect")
 
 
 def cutout(x: torch.Tensor, gen: Gen, ratio: float = 0.5) -> torch.Tensor:
@@ -86,6 +94,7 @@ def cutout(x: torch.Tensor, gen: Gen, ratio: float = 0.5) -> torch.Tensor:
 POLICIES: dict[str, list[Op]] = {
     "color": [brightness, saturation, contrast],
     "translation": [translation],
+    "translation_reflect": [translation_reflect],
     "cutout": [cutout],
 }
 

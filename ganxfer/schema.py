@@ -114,7 +114,8 @@ class LossConfig:
 
 @dataclass
 class AugmentConfig:
-    policy: str = _f("", "DiffAugment policy: comma list of color, translation, cutout")
+    policy: str = _f("", "DiffAugment policy: comma list of color, translation, translation_reflect (the "
+                         "border filled by reflection, not zeros), cutout")
 
 
 @dataclass

@@ -1,7 +1,8 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
-from ganxfer.augment import POLICIES, DiffAugment, brightness, cutout, translation
+from ganxfer.augment import POLICIES, DiffAugment, brightness, cutout, translation, translation_reflect
 
 FULL = "color,translation,cutout"
 
@@ -10,7 +11,7 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.mark.parametrize("policy", ["", "color", "translation", "cutout", FULL])
+@pytest.mark.parametrize("policy", ["", "color", "translation", "translation_reflect", "cutout", FULL])
 @pytest.mark.parametrize("shape", [(4, 3, 16, 16), (2, 1, 12, 20)])
 def test_shapes_dtype_and_layout_are_kept(policy, shape):
     x = torch.rand(shape) * 2 - 1
@@ -26,7 +27,8 @@ def test_empty_policy_is_identity():
 
 
 def test_unknown_policy_names_the_choices():
-    with pytest.raises(ValueError, match="unknown 'colour'; use a comma list of color, translation, cutout"):
+    choices = "color, translation, translation_reflect, cutout"
+    with pytest.raises(ValueError, match=f"unknown 'colour'; use a comma list of {choices}"):
         DiffAugment("colour,cutout")
 
 
@@ -74,6 +76,22 @@ def test_translation_is_a_pure_shift_with_zero_fill():
         assert len(shifts) == 1
     assert len({tuple(map(int, (y[i] > 0).nonzero()[0])) for i in range(32)}) > 1  # shifts vary per image
     assert torch.equal(translation(x, gen(), ratio=0.0), x)
+
+
+def test_translation_reflect_fills_the_border_with_the_mirrored_image():
+    """Every output is one window of the reflect-padded image (shifts up to 2 px at 16 px); no pixel is zero."""
+    x = torch.rand(32, 3, 16, 16) + 0.1
+    y = translation_reflect(x, gen())
+    padded = F.pad(x, [2, 2, 2, 2], mode="reflect")
+    found = []
+    for img_p, img_y in zip(padded, y, strict=True):
+        shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                  if torch.equal(img_p[:, 2 + dy:18 + dy, 2 + dx:18 + dx], img_y)]
+        assert len(shifts) == 1
+        found.append(shifts[0])
+    assert (y > 0).all() and len(set(found)) > 5
+    assert torch.equal(translation(x, gen(), ratio=0.0, fill="reflect"), x)
+    assert (translation(x, gen()) == 0).any()  # the default fill is zeros
 
 
 def test_cutout_zeroes_one_square_of_at_most_a_quarter():

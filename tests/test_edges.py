@@ -1,0 +1,32 @@
+"""The border-artefact measure behind benchmarks/edges.py, on real anime faces."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+import edges  # noqa: E402
+
+
+def faces(anime_dir: Path, n: int = 200) -> torch.Tensor:
+    from torchvision.io import read_image
+
+    files = sorted(anime_dir.glob("*.jpg"))[:n]
+    return torch.stack([read_image(str(p)) for p in files]).float() / 127.5 - 1
+
+
+def test_real_faces_are_rarely_flagged(anime_dir):
+    assert edges.border_artefacts(faces(anime_dir))["edge_share"] <= 0.08
+
+
+def test_a_checkered_patch_on_one_edge_is_flagged_on_that_side_only(anime_dir):
+    x = faces(anime_dir)
+    patched = x.clone()
+    checker = (torch.arange(4)[:, None] + torch.arange(16)[None]) % 2 * 2.0 - 1  # (4 columns, 16 rows)
+    patched[:100, 1, 24:40, :4] = checker.T  # a green/black patch on the left edge of half the faces
+    before, after = edges.border_artefacts(x), edges.border_artefacts(patched)
+    assert after["edge_left"] - before["edge_left"] >= 0.25
+    assert after["edge_share"] >= 0.3
+    for side in ("right", "top", "bottom"):
+        assert after[f"edge_{side}"] == before[f"edge_{side}"]
