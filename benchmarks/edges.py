@@ -55,12 +55,13 @@ def border_artefacts(images: torch.Tensor) -> dict:
             **{f"edge_{s}": round(float((r[s] > FLAG).float().mean()), 4) for s in SIDES}}
 
 
-def reals(num: int) -> torch.Tensor:
-    from torchvision.io import read_image
+def reals(num: int, folder: str | Path | None = None) -> torch.Tensor:
+    """The first ``num`` real faces of ``folder`` (default ``$GANXFER_DATA/anime-faces-64``), in [-1, 1]."""
+    from ganxfer.data import load_data, to_float
+    from ganxfer.schema import DataConfig
 
-    folder = Path(os.environ["GANXFER_DATA"]) / "anime-faces-64"
-    files = sorted(folder.glob("*.jpg"))[:num]
-    return torch.stack([read_image(str(p)) for p in files]).float() / 127.5 - 1
+    folder = folder or Path(os.environ["GANXFER_DATA"]) / "anime-faces-64"
+    return to_float(load_data(DataConfig(path=str(folder), resolution=64, channels=3, limit=num)).pixels)
 
 
 def main() -> None:

@@ -9,19 +9,12 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import edges  # noqa: E402
 
 
-def faces(anime_dir: Path, n: int = 200) -> torch.Tensor:
-    from torchvision.io import read_image
-
-    files = sorted(anime_dir.glob("*.jpg"))[:n]
-    return torch.stack([read_image(str(p)) for p in files]).float() / 127.5 - 1
-
-
 def test_real_faces_are_rarely_flagged(anime_dir):
-    assert edges.border_artefacts(faces(anime_dir))["edge_share"] <= 0.08
+    assert edges.border_artefacts(edges.reals(200, anime_dir))["edge_share"] <= 0.08
 
 
 def test_a_checkered_patch_on_one_edge_is_flagged_on_that_side_only(anime_dir):
-    x = faces(anime_dir)
+    x = edges.reals(200, anime_dir)
     patched = x.clone()
     checker = (torch.arange(4)[:, None] + torch.arange(16)[None]) % 2 * 2.0 - 1  # (4 columns, 16 rows)
     patched[:100, 1, 24:40, :4] = checker.T  # a green/black patch on the left edge of half the faces
