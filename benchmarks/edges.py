@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 STRIP, INSET, SEGMENTS, FLAG = 4, 8, 4, 3.0
+BLOTCH_PX = 16  # dead black pixels that make a sample blotched (a 4x4 patch)
 SIDES = ("left", "right", "top", "bottom")
 
 
@@ -55,6 +56,25 @@ def border_artefacts(images: torch.Tensor) -> dict:
             **{f"edge_{s}": round(float((r[s] > FLAG).float().mean()), 4) for s in SIDES}}
 
 
+def dark_blotches(generator: torch.nn.Module, num: int = 1000, seed: int = 0) -> dict:
+    """Dead black pixels of a tanh generator (one with ``forward(z, with_pre_tanh=True)``, such as DCGAN's): where
+    every channel's value before the tanh is below ``-SATURATION_EDGE``, the tanh passes D's gradient on at under
+    1% and the pixel stays black whatever D says. Returns their share of all pixels (``dead_dark``) and the share
+    of samples with at least ``BLOTCH_PX`` of them (``blotch_share``), for the samples of ``sample(num, seed)``."""
+    from ganxfer.losses import SATURATION_EDGE
+
+    z = torch.randn(num, generator.latent_dim, generator=torch.Generator().manual_seed(seed))
+    was_training = generator.training
+    generator.eval()
+    with torch.no_grad():
+        param = next(generator.parameters())
+        dark = torch.cat([generator(zb.to(param), with_pre_tanh=True)[1].float().amax(1) < -SATURATION_EDGE
+                          for zb in z.split(250)])
+    generator.train(was_training)
+    return {"dead_dark": round(float(dark.float().mean()), 5),
+            "blotch_share": round(float((dark.flatten(1).sum(1) >= BLOTCH_PX).float().mean()), 4)}
+
+
 def reals(num: int, folder: str | Path | None = None) -> torch.Tensor:
     """The first ``num`` real faces of ``folder`` (default ``$GANXFER_DATA/anime-faces-64``), in [-1, 1]."""
     from ganxfer.data import load_data, to_float
@@ -73,9 +93,12 @@ def main() -> None:
     import ganxfer
 
     for source in args.sources:
-        images = (reals(args.num) if source == "reals"
-                  else ganxfer.load_generator(source).sample(args.num, seed=args.seed))
-        print(json.dumps({"source": source, "num": len(images), **border_artefacts(images)}))
+        if source == "reals":
+            print(json.dumps({"source": source, "num": args.num, **border_artefacts(reals(args.num))}))
+            continue
+        g = ganxfer.load_generator(source)
+        print(json.dumps({"source": source, "num": args.num, **border_artefacts(g.sample(args.num, seed=args.seed)),
+                          **dark_blotches(g, args.num, args.seed)}))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ Train each arm with snapshots (one training at a time; the machine must be other
         --set train.minutes=30 --set train.snapshot_every_minutes=10 --set "train.snapshot_at_minutes=[1,2,3,5]"
 
 then score every snapshot (KID from 500 fakes against 2,000 cached reals, precision/recall on 500 : 500, and
-the share of 1,000 samples with a border artefact, benchmarks/edges.py) and write the table, the curve figure
-and the 8x8 grids::
+the share of 1,000 samples with a border artefact or a dark blotch, benchmarks/edges.py) and write the table,
+the curve figure and the 8x8 grids::
 
     python benchmarks/equal_time.py score runs/study
     python benchmarks/equal_time.py report runs/study --baseline anime_dcgan-s0 --docs docs/equal_time
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from edges import border_artefacts
+from edges import border_artefacts, dark_blotches
 from results import RESULTS, append_row, git_commit, machine
 
 HEADING = "## Equal training time on CPU: KID and recall from snapshots (benchmarks/equal_time.py)"
@@ -61,7 +61,8 @@ def score(study: Path, data: str, num: int, num_real: int, minutes: list[float] 
                    "kimg": snap["kimg"], "wall_s": snap["wall_s"],
                    **{k: res[k] for k in ("kid_mean", "kid_std", "precision", "recall", "diversity", "collapse",
                                           "num_fake", "num_real")},
-                   **border_artefacts(load_generator(str(run / snap["snapshot"])).sample(1000, seed=0))}
+                   **border_artefacts((g := load_generator(str(run / snap["snapshot"]))).sample(1000, seed=0)),
+                   **dark_blotches(g)}
             print(run.name, json.dumps(out))
             with open(run / "scores.jsonl", "a") as fh:
                 fh.write(json.dumps(out) + "\n")

@@ -33,7 +33,17 @@ from ganxfer.ema import recalibrated, update_ema
 from ganxfer.errors import GanxferError
 from ganxfer.images import make_sheet, write_grid
 from ganxfer.lock import RunLock
-from ganxfer.losses import cluster_loss, d_loss, g_loss, info_loss, mode_seeking, r1_penalty, top_k, top_k_fraction
+from ganxfer.losses import (
+    cluster_loss,
+    d_loss,
+    g_loss,
+    info_loss,
+    mode_seeking,
+    r1_penalty,
+    saturation,
+    top_k,
+    top_k_fraction,
+)
 from ganxfer.metrics import COLLAPSE_GRID, spread, thumbnails
 from ganxfer.nets import build_discriminator, build_generator, export_model
 from ganxfer.parallel import accelerator, local_batchnorm, resolve_precision, sync_batchnorm
@@ -202,6 +212,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         reuse = tr.reuse_features and getattr(D_raw, "fixed_features", False)
         info = recipe.loss.info_classes > 0  # InfoGAN: D's class head and G learn to agree on z's code
         cluster = info and recipe.loss.info_cluster > 0  # ... the head clustering the real images instead
+        saturate = recipe.loss.saturation > 0  # G also returns its output before the tanh, for the penalty
         layout = torch.channels_last if tr.channels_last else torch.contiguous_format
 
         def augment(x: torch.Tensor, part: Part) -> torch.Tensor:
@@ -266,7 +277,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                      acc.num_processes, hardware(acc), tr.batch_size, acc.num_processes, local_batch,
                      acc.mixed_precision)
         # sums on the device; one sync per log row
-        meter = Meter("loss_d", "loss_g", "r1", "mode_seeking", "info", "cluster")
+        meter = Meter("loss_d", "loss_g", "r1", "mode_seeking", "saturation", "info", "cluster")
         clock = Clock(counters.wall_s)  # training time: sampling, evaluation and checkpoints are paused()
         t_log, seen_log = clock(), counters.images_seen
 
@@ -306,7 +317,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     with acc.autocast():
                         # the last D step's fakes keep their graph: the G step reuses them (one G forward saved)
                         with torch.set_grad_enabled(d_step == tr.d_steps - 1):
-                            fake = G(z)
+                            if saturate:
+                                fake, pre_tanh = G(z, with_pre_tanh=True)
+                            else:
+                                fake = G(z)
                         if cluster:
                             real_logits, real_classes = D(augment(real, part), classes=True)
                         else:
@@ -354,6 +368,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                             term = mode_seeking(fake, z)
                             loss = loss + recipe.loss.mode_seeking * term
                             meter.add("mode_seeking", term)
+                        if saturate:  # pixels beyond the tanh's reach get D's gradient back
+                            term = saturation(pre_tanh, recipe.loss.saturation_edge)
+                            loss = loss + recipe.loss.saturation * term
+                            meter.add("saturation", term)
                         if info:  # the code's cross-entropy on G's side: ln K while the head cannot read it
                             term = info_loss(fake_classes, z)
                             loss = loss + recipe.loss.info_weight * term
@@ -385,7 +403,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                            "images_per_s": (now - seen_log) / max(clock() - t_log, 1e-9), "wall_s": round(clock(), 3)}
                     # the mean R1 over the D steps that applied it; the mode-seeking and InfoGAN terms before
                     # their weights (the first grows as samples collapse, the second falls as G's code is read)
-                    row.update({k: means[k] for k in ("r1", "mode_seeking", "info", "cluster") if k in means})
+                    terms = ("r1", "mode_seeking", "saturation", "info", "cluster")
+                    row.update({k: means[k] for k in terms if k in means})
                     if last:
                         row["hardware"], row["mixed_precision"] = hardware(acc), acc.mixed_precision
                     _log(acc, run_dir, row)

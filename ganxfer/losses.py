@@ -52,6 +52,20 @@ def mode_seeking(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torc
     return 1 / (d_img / d_z + eps)
 
 
+SATURATION_EDGE = 3.0  # tanh(3) = 0.995, where the tanh passes 1% of the gradient (recipe: loss.saturation_edge)
+
+
+def saturation(pre_tanh: torch.Tensor, edge: float = SATURATION_EDGE) -> torch.Tensor:
+    """Saturation penalty, to add to the generator loss: the mean over pixels of ``relu(|pre| - edge)^2``, where
+    ``pre`` is the output layer's value before its tanh.
+
+    Beyond about 3 the tanh passes D's gradient on at under 1%, so a pixel driven there stays black (or white)
+    whatever D says: the dark blotches of a generator warm-started from MNIST's black background. The term is
+    zero for a pixel inside ``[-edge, edge]`` and pulls a dead one back in proportion to how far out it is.
+    """
+    return F.relu(pre_tanh.float().abs() - edge).square().mean()
+
+
 def info_loss(class_logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """InfoGAN's categorical term (Chen et al. 2016): cross-entropy of the Q head's ``(B, K)`` logits against the
     code ``c = argmax(z[:, :K])``, the lower bound on the mutual information between c and the image that D's

@@ -101,6 +101,11 @@ class LossConfig:
     r1_gamma: float = _f(0.0, "R1 penalty weight on real images (0 = off)", 0)
     r1_every: int = _f(16, "lazy R1: apply every N discriminator steps", 1)
     mode_seeking: float = _f(0.0, "weight of MSGAN's mode-seeking term in the G loss (0 = off)", 0)
+    saturation: float = _f(0.0, "weight of a G-loss penalty on output values beyond +-saturation_edge before the "
+                                "tanh, where the tanh passes D almost no gradient and pixels stay stuck black or "
+                                "white (0 = off)", 0)
+    saturation_edge: float = _f(3.0, "where the saturation penalty starts: tanh(3) = 0.995 passes 1% of the gradient; "
+                                     "at 3.5 black and white still round to 0 and 255 in 8 bits", 1, 10)
     top_k: float = _f(1.0, "Top-k training: the G loss keeps this share of each batch's fakes, those D scores "
                            "as most real (1 = all; Sinha et al. 2020 use 0.5)", 0.01, 1)
     top_k_kimg: float = _f(0.0, "kimg over which the kept share falls linearly from 1 to loss.top_k", 0)

@@ -23,3 +23,15 @@ def test_a_checkered_patch_on_one_edge_is_flagged_on_that_side_only(anime_dir):
     assert after["edge_share"] >= 0.3
     for side in ("right", "top", "bottom"):
         assert after[f"edge_{side}"] == before[f"edge_{side}"]
+
+
+def test_dark_blotches_are_pixels_driven_past_the_tanh():
+    """A fresh DCGAN draws no dead pixel; the bundled MNIST generator's black background is dead almost
+    everywhere (driven far below -3 before the tanh), so every sample counts as blotched."""
+    import ganxfer
+    from ganxfer.nets.dcgan import DCGANGenerator
+
+    fresh = edges.dark_blotches(DCGANGenerator(resolution=64, channels=1, ngf=16), num=64)
+    assert fresh == {"dead_dark": 0.0, "blotch_share": 0.0}
+    mnist = edges.dark_blotches(ganxfer.load_generator("dcgan-mnist-64"), num=64)
+    assert mnist["dead_dark"] > 0.5 and mnist["blotch_share"] == 1.0

@@ -54,11 +54,12 @@ def test_mnist_run_writes_the_run_folder(mnist_env, tmp_path):
 
 
 def test_resume_equals_one_run(mnist_env, tmp_path):
-    """2N steps in one run == N steps + resume to 2N (augmentation, flips, R1, Top-k and InfoGAN included)."""
+    """2N steps in one run == N steps + resume to 2N (augmentation, flips, R1, Top-k, InfoGAN and the saturation
+    penalty included)."""
     extra = ["--set", "augment.policy=color,translation,cutout", "--set", "data.hflip=true",
              "--set", "loss.r1_gamma=1.0", "--set", "loss.r1_every=2", "--set", "train.ema=0.9",
              "--set", "loss.mode_seeking=1.0", "--set", "loss.top_k=0.5", "--set", "loss.top_k_kimg=0.1",
-             "--set", "loss.info_classes=10"]
+             "--set", "loss.info_classes=10", "--set", "loss.saturation=1.0"]
     full, half = tmp_path / "full", tmp_path / "half"
     assert cli("train", "recipes/mnist_dcgan.yaml", *TINY, *extra, "--set", "train.kimg=0.128",
                "--run-dir", full).exit_code == 0
@@ -75,6 +76,7 @@ def test_resume_equals_one_run(mnist_env, tmp_path):
     rows = lambda run: [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert [r["kimg"] for r in rows(full) if "loss_d" in r] == [r["kimg"] for r in rows(half) if "loss_d" in r]
     assert all(r["mode_seeking"] > 0 for r in rows(full) if "loss_d" in r)  # the term is on and logged
+    assert all(r["saturation"] >= 0 for r in rows(full) if "loss_d" in r)  # logged (0 while inside +-3)
 
 
 def test_top_k_changes_what_g_learns(mnist_env, tmp_path):

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from ganxfer import losses
 from ganxfer.losses import cluster_loss, d_loss, g_loss, info_loss, mode_seeking, r1_penalty, top_k, top_k_fraction
 
 
@@ -60,6 +61,28 @@ def test_mode_seeking_gradient_pushes_samples_apart():
         mode_seeking(fake, z).backward()
         opt.step()
     assert (fake[:8] - fake[8:]).abs().mean().item() > 2 * before
+
+
+def test_saturation_is_zero_inside_the_tanh_range_and_squared_beyond():
+    pre = torch.tensor([0.0, 2.9, -3.0, 4.0, -5.0])
+    assert losses.saturation(pre).item() == pytest.approx((0 + 0 + 0 + 1 + 4) / 5)
+    assert losses.saturation(torch.randn(2, 3, 8, 8).clamp(-3, 3)).item() == 0
+
+
+def test_saturation_revives_a_pixel_stuck_beyond_the_tanh():
+    """A pixel far below the tanh's range gets no gradient from a loss that wants it brighter; with the
+    penalty it comes back into range and then brightens."""
+    results = {}
+    for weight in (0.0, 1.0):
+        pre = torch.tensor([-10.0], requires_grad=True)
+        opt = torch.optim.SGD([pre], lr=1.0)
+        for _ in range(200):
+            opt.zero_grad()  # below: a G loss that wants a brighter pixel, plus the penalty
+            (-torch.tanh(pre).mean() + weight * losses.saturation(pre)).backward()
+            opt.step()
+        results[weight] = pre.item()
+    assert results[0.0] == pytest.approx(-10.0, abs=1e-3)  # stuck: tanh'(-10) is about 8e-9
+    assert results[1.0] > 2  # back in range, then brightened to the range's edge
 
 
 def test_top_k_keeps_the_fakes_d_scores_as_most_real():

@@ -18,6 +18,13 @@ def test_dcgan_shapes(resolution, channels):
     assert d(x).shape == (2,)
 
 
+def test_pre_tanh_output_is_what_the_image_is_the_tanh_of():
+    g = DCGANGenerator(resolution=32, channels=3, ngf=8, latent_dim=16)
+    z = torch.randn(4, 16)
+    image, pre = g(z, with_pre_tanh=True)
+    assert torch.equal(image, torch.tanh(pre)) and torch.equal(image, g(z))
+
+
 def test_standard_widths_match_the_tutorial():
     g, d = DCGANGenerator(), DCGANDiscriminator()
     assert [b[0].out_channels for b in g.blocks] == [512, 256, 128, 64]

@@ -119,11 +119,14 @@ class DCGANGenerator(
             read = copies
         return wide
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, with_pre_tanh: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Images for ``z``; with ``with_pre_tanh``, also the output layer's values before the tanh (what
+        :func:`ganxfer.losses.saturation` reads)."""
         x = z.view(z.shape[0], -1, 1, 1)
         for block in self.blocks:
             x = block(x)
-        return torch.tanh(self.to_rgb(x))
+        pre = self.to_rgb(x)
+        return (torch.tanh(pre), pre) if with_pre_tanh else torch.tanh(pre)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int | None = None, batch_size: int = 256,
