@@ -148,6 +148,10 @@ def _check_models(r: Recipe) -> str | None:
         if sides and r.data.resolution not in sides:
             return (f"data.resolution={r.data.resolution}: a {part.kind} {role} makes "
                     f"{', '.join(map(str, sides))} pixels; use one of those")
+        side = getattr(part, "input_size", None)
+        if role == "discriminator" and part.kind == "dcgan" and side and sides and side not in sides:
+            return (f"discriminator.input_size={side}: a dcgan discriminator judges "
+                    f"{', '.join(map(str, sides))} pixels; use one of those, or null")
         if part.freeze_blocks and not part.init:
             return (f"{role}.freeze_blocks={part.freeze_blocks} freezes warm-started blocks; set {role}.init too, "
                     "or drop freeze_blocks")

@@ -83,7 +83,8 @@ class DiscriminatorConfig:
     trainable_from: int = _f(0, "partial mode: first trained feature stage", 0)
     backbone_lr_mult: float = _f(1.0, "learning-rate multiplier of the backbone", 0)
     out_indices: list[int] | None = _f(None, "feature levels fed to heads (default: all)")
-    input_size: int | None = _f(None, "resize images to this side before the backbone", 16, 1024)
+    input_size: int | None = _f(None, "resize images to this side before the backbone, or before a dcgan "
+                                       "discriminator (32, 64 or 128)", 16, 1024)
     projection: bool = _f(False, "fixed random cross-channel/scale mixing (Projected GAN CCM/CSM)")
     head_channels: int = _f(64, "base width of the multi-scale heads and projections (Projected GAN: 64)", 1, 4096)
     heads: Literal["light", "pg", "separable"] = _f("light", "head design: light (one width, no BatchNorm; the "

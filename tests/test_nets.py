@@ -18,6 +18,19 @@ def test_dcgan_shapes(resolution, channels):
     assert d(x).shape == (2,)
 
 
+def test_discriminator_input_size_judges_the_area_averaged_image():
+    d64 = DCGANDiscriminator(resolution=64, channels=1, ndf=8, input_size=32).eval()
+    d32 = DCGANDiscriminator(resolution=32, channels=1, ndf=8).eval()
+    d32.load_state_dict(d64.state_dict())  # the same network: three blocks for 32 px, not four
+    x = torch.randn(3, 1, 64, 64, requires_grad=True)
+    out = d64(x)
+    assert len(d64.blocks) == 3
+    assert torch.allclose(out, d32(torch.nn.functional.avg_pool2d(x, 2)), atol=1e-6)
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)  # R1 differentiates through the resize
+    grad.square().sum().backward()
+    assert all(p.grad is not None for p in d64.parameters())
+
+
 def test_pre_tanh_output_is_what_the_image_is_the_tanh_of():
     g = DCGANGenerator(resolution=32, channels=3, ngf=8, latent_dim=16)
     z = torch.randn(4, 16)

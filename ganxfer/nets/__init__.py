@@ -52,7 +52,7 @@ def _dcgan_generator(r: Recipe) -> dict:
 
 def _dcgan_discriminator(r: Recipe) -> dict:
     return dict(resolution=r.data.resolution, channels=r.data.channels, ndf=r.discriminator.ndf,
-                norm=r.discriminator.norm, classes=r.loss.info_classes)
+                norm=r.discriminator.norm, classes=r.loss.info_classes, input_size=r.discriminator.input_size)
 
 
 def _projected_discriminator(r: Recipe) -> dict:

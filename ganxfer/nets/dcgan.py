@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
@@ -193,6 +194,8 @@ class DCGANDiscriminator(
             and the loop passes it reals and fakes as separate batches.
         classes: K > 0 adds InfoGAN's Q head (Chen et al. 2016): K logits per image, read from the last block's
             features that the real/fake logit is read from, and returned by ``forward(x, classes=True)``.
+        input_size: judge the images resized to this side (32, 64 or 128; default ``resolution``): area
+            averaging down, bilinear up. A smaller side shows D the shapes without the finest texture.
     """
 
     kind = "dcgan"
@@ -200,11 +203,12 @@ class DCGANDiscriminator(
     channel_tensors = {"blocks.0.0.weight": (1, "input")}
 
     def __init__(self, resolution: int = 64, channels: int = 3, ndf: int = 64, norm: str = "batch",
-                 classes: int = 0) -> None:
+                 classes: int = 0, input_size: int | None = None) -> None:
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"DCGAN discriminator norm {norm!r} is unknown; use one of {', '.join(NORMS)}")
-        n_down = _check_resolution(resolution)
+        self.resolution, self.input_size = resolution, input_size
+        n_down = _check_resolution(input_size or resolution)
         widths = [ndf * 2**i for i in range(n_down)]
         blocks = [nn.Sequential(nn.Conv2d(channels, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True))]
         for i in range(1, n_down):
@@ -224,6 +228,9 @@ class DCGANDiscriminator(
 
     def forward(self, x: torch.Tensor, classes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits (B,); with ``classes``, also the Q head's (B, K) class logits."""
+        side = self.input_size
+        if side and x.shape[-1] != side:
+            x = F.interpolate(x, size=(side, side), mode="area" if side < x.shape[-1] else "bilinear")
         for block in self.blocks:
             x = block(x)
         if not classes:
