@@ -207,7 +207,7 @@ class DCGANDiscriminator(
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"DCGAN discriminator norm {norm!r} is unknown; use one of {', '.join(NORMS)}")
-        self.resolution, self.input_size = resolution, input_size
+        self.input_size = input_size
         n_down = _check_resolution(input_size or resolution)
         widths = [ndf * 2**i for i in range(n_down)]
         blocks = [nn.Sequential(nn.Conv2d(channels, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True))]
