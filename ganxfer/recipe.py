@@ -16,6 +16,7 @@ import yaml
 from ganxfer import nets
 from ganxfer.augment import POLICIES
 from ganxfer.cache import parse_hub_id
+from ganxfer.nets.dcgan import RESOLUTIONS
 from ganxfer.schema import LOWER_IS_BETTER, METRICS, MIN_IMAGES, Recipe, RecipeError, _build
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -152,6 +153,10 @@ def _check_models(r: Recipe) -> str | None:
         if role == "discriminator" and part.kind == "dcgan" and side and sides and side not in sides:
             return (f"discriminator.input_size={side}: a dcgan discriminator judges "
                     f"{', '.join(map(str, sides))} pixels; use one of those, or null")
+        pixel = getattr(part, "pixel_input_size", None)
+        if role == "discriminator" and pixel and pixel not in RESOLUTIONS:
+            return (f"discriminator.pixel_input_size={pixel}: the pixel D judges "
+                    f"{', '.join(map(str, RESOLUTIONS))} pixels; use one of those, or null")
         if part.freeze_blocks and not part.init:
             return (f"{role}.freeze_blocks={part.freeze_blocks} freezes warm-started blocks; set {role}.init too, "
                     "or drop freeze_blocks")

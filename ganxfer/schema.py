@@ -92,7 +92,13 @@ class DiscriminatorConfig:
     mbstd: int = _f(0, "projected: group size of a minibatch-stddev channel in each head (StyleGAN's; 0 = off)", 0, 64)
     pixel_d: bool = _f(False, "projected: also a DCGAN discriminator (width ndf) on the pixels, as one more head "
                               "(Vision-aided GAN's ensemble)")
-    init: str | None = _f(None, "warm start of a DCGAN discriminator")
+    pixel_input_size: int | None = _f(None, "projected's pixel_d: judge the pixels resized to this side (32, 64 or "
+                                            "128; default data.resolution)", 16, 1024)
+    pixel_weight: float = _f(1.0, "projected's pixel_d: its logit is multiplied by this, which scales its share of "
+                                  "D's score and of G's gradient (a pixel D warm-started from an R1-trained one passed "
+                                  "G about a fifteenth of a head's gradient)", 0)
+    init: str | None = _f(None, "warm start of the discriminator; a projected one with pixel_d also takes a dcgan "
+                                "discriminator's export, into its pixel D")
     freeze_blocks: int = _f(0, "freeze the first K discriminator blocks (FreezeD)", 0)
 
 

@@ -5,6 +5,8 @@ shape), ``adapted`` (a known mismatch: 1 -> 3 image channels, or a DCGAN generat
 ``ngf`` by Net2WiderNet, which keeps the source's images), ``new`` (only in the target, kept at
 its fresh init) or ``unused`` (only in the source). A tensor present in both with a shape that cannot be
 adapted (another latent size, a narrower generator, another D width) refuses the transfer, naming the tensors.
+A DCGAN discriminator can also warm-start the pixel D of a projected one (``pixel_d``); its backbone keeps its own
+pretrained weights and stays out of the report.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def freeze_blocks(model: nn.Module, k: int) -> list[str]:
     if k > len(getattr(model, "blocks", [])):
         raise TransferError(f"freeze_blocks={k} but the model has only {len(model.blocks)} blocks")
     names = []
-    for i, block in enumerate(model.blocks[:k]):
+    for i, block in enumerate(model.blocks[:k] if k else []):
         for n, p in block.named_parameters():
             p.requires_grad_(False)
             names.append(f"blocks.{i}.{n}")
@@ -147,10 +149,21 @@ def warm_start_discriminator(D: nn.Module, recipe, run_dir: Path | None) -> nn.M
     """A discriminator initialised from ``discriminator.init`` with ``discriminator.freeze_blocks`` (FreezeD)."""
     init = recipe.discriminator.init
     source, config, folder = _load_source(init, "discriminator")
-    if config["ganxfer"]["kind"] != D.kind:
-        raise TransferError(f"discriminator.init {init} is '{config['ganxfer']['kind']}', not '{D.kind}'")
-    report = transfer_state(D, source, init)
-    report["frozen"] = freeze_blocks(D, recipe.discriminator.freeze_blocks)
+    kind = config["ganxfer"]["kind"]
+    if kind == "dcgan" and getattr(D, "pixel", None) is not None:  # a plain D becomes the ensemble's pixel D
+        report = transfer_state(D.pixel, source, init)
+        for bucket in ("copied", "new", "unused"):
+            report[bucket] = [f"pixel.{n}" for n in report[bucket]]
+        report["adapted"] = {f"pixel.{n}": how for n, how in report["adapted"].items()}
+        report["new"] += [n for n in D.state_dict() if not n.startswith(("pixel.", "backbone."))]
+    elif kind != D.kind:
+        hint = "; a projected one takes a dcgan export only with pixel_d" if D.kind == "projected" else ""
+        raise TransferError(f"discriminator.init {init} is '{kind}', not '{D.kind}'{hint}")
+    else:
+        report = transfer_state(D, source, init)
+    k = recipe.discriminator.freeze_blocks
+    report["frozen"] = ([f"pixel.{n}" for n in freeze_blocks(D.pixel, k)] if kind == "dcgan" and D.kind != "dcgan"
+                        else freeze_blocks(D, k))
     report["source_dir"] = str(folder)
     _publish(report, run_dir, "discriminator")
     return D

@@ -189,6 +189,13 @@ def test_pixel_discriminator_is_one_more_head(tmp_path):
     again = load_model(tmp_path / "d")
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     assert all(torch.equal(a, b) for a, b in zip(again(x), D.eval()(x), strict=True))
+    heavy = ProjectedDiscriminator("test_efficientnet", resolution=32, head_channels=8, pixel_ndf=8, mbstd=2,
+                                   pixel_weight=4.0)
+    heavy.load_state_dict(D.state_dict())
+    out, base = heavy.eval()(x), D(x)
+    assert torch.equal(out[-1], base[-1] * 4)
+    assert all(torch.equal(a, b) for a, b in zip(out[:-1], base[:-1], strict=True))
+    assert load_model(export_model(heavy, tmp_path / "h", "discriminator"))(x)[-1].equal(out[-1])
 
 
 def test_features_of_a_frozen_backbone_outlive_a_d_update():

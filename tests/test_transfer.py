@@ -8,10 +8,17 @@ import torch
 from click.testing import CliRunner
 
 from ganxfer.cli import main
-from ganxfer.nets import export_model, load_model
+from ganxfer.nets import build_discriminator, export_model, load_model
 from ganxfer.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from ganxfer.recipe import load_recipe
-from ganxfer.transfer import TransferError, adapt_channels, transfer_state, warm_start_generator
+from ganxfer.schema import RecipeError
+from ganxfer.transfer import (
+    TransferError,
+    adapt_channels,
+    transfer_state,
+    warm_start_discriminator,
+    warm_start_generator,
+)
 
 SMALL = ["--set", "data.limit=64", "--set", "train.batch_size=16", "--set", "generator.ngf=8",
          "--set", "discriminator.ndf=8", "--set", "generator.latent_dim=16"]
@@ -195,3 +202,32 @@ def test_finetune_headline_recipe_with_the_bundled_model(anime_dir, lite0_cache,
     assert g.sample(2).shape == (2, 3, 64, 64)
     d = safetensors.torch.load_file(str(run / "discriminator" / "model.safetensors"))
     assert any(k.startswith("backbone.") for k in d)
+
+
+def test_a_dcgan_discriminator_warm_starts_the_pixel_d_of_a_projected_one(tmp_path):
+    """A stage-1 DCGAN D (here judging 32 px) becomes the projected ensemble's pixel D: same logits on the same
+    images, FreezeD on its blocks, the heads reported new; without pixel_d the dcgan source is refused."""
+    torch.manual_seed(0)
+    src = DCGANDiscriminator(resolution=64, channels=1, ndf=8, input_size=32)
+    src.train()
+    with torch.no_grad():
+        src(torch.rand(16, 1, 64, 64) * 2 - 1)  # BatchNorm statistics away from their init
+    folder = export_model(src, tmp_path / "d32", "discriminator")
+    sets = ["discriminator.backbone=test_efficientnet", "discriminator.pretrained=false", "discriminator.ndf=8",
+            "discriminator.pixel_input_size=32", f"discriminator.init={folder}", "discriminator.freeze_blocks=1",
+            "generator.init=null"]
+    recipe = load_recipe("recipes/mnist_projected.yaml", sets)
+    D = warm_start_discriminator(build_discriminator(recipe), recipe, tmp_path / "run")
+    x = torch.rand(4, 1, 64, 64) * 2 - 1
+    assert torch.equal(D.eval()(x)[-1].flatten(), load_model(folder).eval()(x))
+    report = json.loads((tmp_path / "run" / "transfer.json").read_text())["discriminator"]
+    assert sorted(report["copied"]) == sorted(f"pixel.{n}" for n in src.state_dict())
+    assert report["frozen"] == ["pixel.blocks.0.0.weight"] and not D.pixel.blocks[0][0].weight.requires_grad
+    assert any(n.startswith("heads.") for n in report["new"]) and not any(n.startswith("pixel.") for n in report["new"])
+    plain = load_recipe("recipes/mnist_projected.yaml", [*sets[:3], f"discriminator.init={folder}",
+                                                         "discriminator.pixel_d=false", "generator.init=null"])
+    with pytest.raises(TransferError, match="'dcgan', not 'projected'; a projected one takes a dcgan export only "
+                                            "with pixel_d"):
+        warm_start_discriminator(build_discriminator(plain), plain, None)
+    with pytest.raises(RecipeError, match="pixel_input_size=48"):
+        load_recipe("recipes/mnist_projected.yaml", [*sets[:3], "discriminator.pixel_input_size=48"])

@@ -63,7 +63,8 @@ def _projected_discriminator(r: Recipe) -> dict:
                 trainable_from=d.trainable_from, backbone_lr_mult=d.backbone_lr_mult, out_indices=d.out_indices,
                 input_size=d.input_size, projection=d.projection, head_channels=d.head_channels,
                 heads=d.heads, mbstd=d.mbstd, pixel_ndf=d.ndf if d.pixel_d else 0,
-                pixel_norm=d.norm,
+                pixel_norm=d.norm, pixel_input_size=d.pixel_input_size,
+                pixel_weight=d.pixel_weight,
                 pretrained=d.pretrained, pretrained_file=d.pretrained_file)
 
 

@@ -143,6 +143,10 @@ class ProjectedDiscriminator(
             of a pretrained-feature D with a plain one).
         pixel_norm: the pixel discriminator's ``norm``: ``batch`` (BatchNorm, which judges each image relative
             to its batch of all-real or all-fake images), ``spectral`` or ``none`` (each image judged on its own).
+        pixel_input_size: the side the pixel discriminator judges (32, 64 or 128; default ``resolution``): 32
+            sees a digit's shape without the finer texture the heads look after.
+        pixel_weight: the pixel discriminator's logit is multiplied by this: its weight in D's score and in
+            G's gradient, against the heads' 1 each.
         pretrained, pretrained_file: where the backbone's initial weights come from. Neither is written to
             ``config.json``: an exported model is rebuilt with random weights and loads its own safetensors.
     """
@@ -153,7 +157,8 @@ class ProjectedDiscriminator(
                  mode: str = "frozen", trainable_from: int = 0, backbone_lr_mult: float = 1.0,
                  out_indices: list[int] | None = None, input_size: int | None = None, projection: bool = False,
                  head_channels: int = 64, heads: str = "light", mbstd: int = 0, pixel_ndf: int = 0,
-                 pixel_norm: str = "batch", pretrained: bool = False,
+                 pixel_norm: str = "batch", pixel_input_size: int | None = None,
+                 pixel_weight: float = 1.0, pretrained: bool = False,
                  pretrained_file: str | None = None) -> None:
         super().__init__()
         if channels not in (1, 3):
@@ -175,7 +180,9 @@ class ProjectedDiscriminator(
         scale = 2 if projection else 1  # CSM doubles every map
         self.heads = nn.ModuleList(head(w, head_channels, math.ceil(side / lvl["reduction"]) * scale, heads, mbstd)
                                    for w, lvl in zip(widths, levels, strict=True))
-        self.pixel = DCGANDiscriminator(resolution, channels, pixel_ndf, pixel_norm) if pixel_ndf > 0 else None
+        self.pixel = DCGANDiscriminator(resolution, channels, pixel_ndf, pixel_norm,
+                                        input_size=pixel_input_size) if pixel_ndf > 0 else None
+        self.pixel_weight = pixel_weight
         config = hub_config(self)  # config.json: the resolved levels, no weight source
         config["out_indices"] = list(self.out_indices)
         for key in ("pretrained", "pretrained_file"):
@@ -217,4 +224,6 @@ class ProjectedDiscriminator(
         :attr:`fixed_features`), so that the backbone is not run again."""
         feats = self.features(x) if feats is None else feats
         logits = [h(f) for h, f in zip(self.heads, feats, strict=True)]
-        return logits + [self.pixel(x).view(-1, 1, 1, 1)] if self.pixel is not None else logits
+        if self.pixel is None:
+            return logits
+        return logits + [self.pixel(x).view(-1, 1, 1, 1) * self.pixel_weight]
