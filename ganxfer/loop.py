@@ -36,6 +36,7 @@ from ganxfer.lock import RunLock
 from ganxfer.losses import (
     cluster_loss,
     d_loss,
+    fine_detail,
     g_loss,
     info_loss,
     mode_seeking,
@@ -277,7 +278,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                      acc.num_processes, hardware(acc), tr.batch_size, acc.num_processes, local_batch,
                      acc.mixed_precision)
         # sums on the device; one sync per log row
-        meter = Meter("loss_d", "loss_g", "r1", "mode_seeking", "saturation", "info", "cluster")
+        meter = Meter("loss_d", "loss_g", "r1", "mode_seeking", "saturation", "fine_detail", "info", "cluster")
         clock = Clock(counters.wall_s)  # training time: sampling, evaluation and checkpoints are paused()
         t_log, seen_log = clock(), counters.images_seen
 
@@ -372,6 +373,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                             term = saturation(pre_tanh, recipe.loss.saturation_edge)
                             loss = loss + recipe.loss.saturation * term
                             meter.add("saturation", term)
+                        if recipe.loss.fine_detail > 0:  # detail finer than the data has, which a small D misses
+                            term = fine_detail(fake, recipe.loss.fine_detail_size)
+                            loss = loss + recipe.loss.fine_detail * term
+                            meter.add("fine_detail", term)
                         if info:  # the code's cross-entropy on G's side: ln K while the head cannot read it
                             term = info_loss(fake_classes, z)
                             loss = loss + recipe.loss.info_weight * term
@@ -403,7 +408,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                            "images_per_s": (now - seen_log) / max(clock() - t_log, 1e-9), "wall_s": round(clock(), 3)}
                     # the mean R1 over the D steps that applied it; the mode-seeking and InfoGAN terms before
                     # their weights (the first grows as samples collapse, the second falls as G's code is read)
-                    terms = ("r1", "mode_seeking", "saturation", "info", "cluster")
+                    terms = ("r1", "mode_seeking", "saturation", "fine_detail", "info", "cluster")
                     row.update({k: means[k] for k in terms if k in means})
                     if last:
                         row["hardware"], row["mixed_precision"] = hardware(acc), acc.mixed_precision

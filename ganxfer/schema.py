@@ -113,6 +113,11 @@ class LossConfig:
                                 "white (0 = off)", 0)
     saturation_edge: float = _f(3.0, "where the saturation penalty starts: tanh(3) = 0.995 passes 1% of the gradient; "
                                      "at 3.5 black and white still round to 0 and 255 in 8 bits", 1, 10)
+    fine_detail: float = _f(0.0, "weight of a G-loss penalty on the detail finer than fine_detail_size: the mean "
+                                 "square of the image minus its area-averaged, bilinearly upsampled copy. For data "
+                                 "upsampled from a smaller side (MNIST's 28 px at 64), which has almost none, and a D "
+                                 "that judges that side and so cannot see it (0 = off)", 0)
+    fine_detail_size: int = _f(32, "the side below which fine_detail leaves the image alone", 4, 1024)
     top_k: float = _f(1.0, "Top-k training: the G loss keeps this share of each batch's fakes, those D scores "
                            "as most real (1 = all; Sinha et al. 2020 use 0.5)", 0.01, 1)
     top_k_kimg: float = _f(0.0, "kimg over which the kept share falls linearly from 1 to loss.top_k", 0)

@@ -1,8 +1,19 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ganxfer import losses
-from ganxfer.losses import cluster_loss, d_loss, g_loss, info_loss, mode_seeking, r1_penalty, top_k, top_k_fraction
+from ganxfer.losses import (
+    cluster_loss,
+    d_loss,
+    fine_detail,
+    g_loss,
+    info_loss,
+    mode_seeking,
+    r1_penalty,
+    top_k,
+    top_k_fraction,
+)
 
 
 def test_bce_matches_torch():
@@ -138,3 +149,24 @@ def test_cluster_loss_rewards_confident_balanced_classes():
     cluster_loss(logits).backward()  # a step against the gradient sharpens every image's top class
     sharper = (logits - 0.5 * logits.grad).softmax(1).max(1).values
     assert (sharper > logits.softmax(1).max(1).values).float().mean() > 0.9
+
+
+def test_fine_detail_sees_only_what_a_small_d_cannot():
+    """The penalty is the energy of a 64 px image's detail finer than 32 px: a 2 px checkerboard is all detail,
+    a constant or smooth image has none or almost none, and descending it removes the checkerboard laid over a
+    smooth image while the smooth image stays."""
+    checker = (torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2 * 2.0 - 1
+    checker = checker.expand(2, 1, 64, 64)
+    assert fine_detail(checker, 32).item() == pytest.approx(1.0)
+    assert fine_detail(torch.full((2, 1, 64, 64), 0.3), 32).item() == pytest.approx(0.0, abs=1e-12)
+    smooth = F.interpolate(torch.rand(2, 1, 8, 8) * 2 - 1, size=(64, 64), mode="bilinear", align_corners=False)
+    assert fine_detail(smooth, 32).item() < 1e-3
+    x = (smooth + 0.5 * checker).requires_grad_(True)
+    opt = torch.optim.SGD([x], lr=2000.0)
+    for _ in range(50):
+        opt.zero_grad()
+        fine_detail(x, 32).backward()
+        opt.step()
+    assert fine_detail(x, 32).item() < 1e-3 < fine_detail(smooth + 0.5 * checker, 32).item()
+    left = x.detach() - smooth  # what is left of the checkerboard (0.5 of it at the start), and the rest moved
+    assert (left * checker).mean().abs() < 0.01 and left.abs().mean() < 0.05
