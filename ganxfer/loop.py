@@ -49,6 +49,7 @@ from ganxfer.metrics import COLLAPSE_GRID, spread, thumbnails
 from ganxfer.nets import build_discriminator, build_generator, export_model
 from ganxfer.parallel import accelerator, local_batchnorm, resolve_precision, sync_batchnorm
 from ganxfer.recipe import Recipe, flat
+from ganxfer.selection import select
 
 log = logging.getLogger(__name__)
 CHECK_EVERY = 8  # steps between the (one-sync) checks for non-finite losses and, across processes, signals
@@ -186,7 +187,9 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         set_seed(recipe.seed)
 
         # --- build ---------------------------------------------------------------------------------
-        data = load_data(recipe.data)
+        data, dropped = select(load_data(recipe.data), recipe.data)
+        if len(dropped) and acc.is_main_process:
+            write_grid(to_float(dropped), run_dir / "dropped.png")
         plan = BatchPlan(len(data), recipe.seed)
         G = build_generator(recipe)
         if recipe.generator.init:

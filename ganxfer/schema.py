@@ -58,6 +58,11 @@ class DataConfig:
     in_memory_gb: float = _f(8.0, "decode once into RAM when the uint8 set is smaller than this", 0)
     workers: int = _f(2, "threads of the one decoding pass at start; when streaming, DataLoader worker "
                             "processes (0 or 1: decode in the training process)", 0, 64)
+    select: float = _f(1.0, "instance selection (DeVries et al. 2020): train on this share of the images, the most "
+                            "typical: those whose 5th nearest neighbour in select_backbone's pooled features is "
+                            "closest (RUN/dropped.png shows the least typical); 1 = all", 0.01, 1)
+    select_backbone: str = _f("tf_efficientnet_lite0.in1k", "timm ImageNet model whose pooled features rank "
+                                                             "the images for data.select")
 
 
 @dataclass
