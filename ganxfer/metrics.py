@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ganxfer.cache import ganxfer_cache, mnist_root
-from ganxfer.data import image_source, load_data, to_uint8
+from ganxfer.data import ImageSet, image_source, load_data, to_uint8
 from ganxfer.errors import GanxferError, WeightsError
 from ganxfer.images import list_images, open_image
 from ganxfer.schema import METRICS, MIN_IMAGES, DataConfig, field_range
@@ -203,9 +203,10 @@ def fingerprint(cfg: DataConfig, extractor: str) -> str:
     return h.hexdigest()[:32]
 
 
-def dataset_features(cfg: DataConfig, extractor: nn.Module, batch: int = 64,
-                     cache: Path | None = None) -> tuple[torch.Tensor, bool]:
-    """Features of the images ``load_data(cfg)`` yields, and whether they came from the on-disk cache."""
+def dataset_features(cfg: DataConfig, extractor: nn.Module, batch: int = 64, cache: Path | None = None,
+                     data: ImageSet | None = None) -> tuple[torch.Tensor, bool]:
+    """Features of the images ``load_data(cfg)`` yields, and whether they came from the on-disk cache.
+    ``data``: those images, already loaded (saves decoding a folder twice on a cache miss)."""
     import safetensors.torch
 
     cache = Path(cache) if cache is not None else cache_dir()
@@ -213,7 +214,7 @@ def dataset_features(cfg: DataConfig, extractor: nn.Module, batch: int = 64,
     if path.is_file():
         log.info("features of %s: cache hit %s", cfg.path, path)
         return safetensors.torch.load_file(str(path))["features"], True
-    data = load_data(cfg)
+    data = load_data(cfg) if data is None else data
     t0 = time.time()
     feats = features_of(image_batches(data, batch), extractor, len(data), desc=f"features of {cfg.path}")
     log.info("features of %d images from %s in %.1fs; cached in %s", len(feats), cfg.path, time.time() - t0, path)

@@ -63,7 +63,7 @@ def select(data: ImageSet, cfg: DataConfig) -> tuple[ImageSet, torch.Tensor]:
         return data, torch.empty(0, data.channels, data.resolution, data.resolution, dtype=torch.uint8)
     from ganxfer.metrics import dataset_features
 
-    feats, _ = dataset_features(cfg, PooledFeatures(cfg.select_backbone))
+    feats, _ = dataset_features(cfg, PooledFeatures(cfg.select_backbone), data=data)
     if len(feats) != len(data):
         raise RuntimeError(f"{len(feats)} cached embeddings for {len(data)} images of {cfg.path}")
     score = typicality(feats)

@@ -7,6 +7,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from ganxfer import metrics
 from ganxfer.cli import main
 from ganxfer.data import load_data
 from ganxfer.schema import DataConfig
@@ -26,7 +27,7 @@ def test_typicality_ranks_scattered_points_last_and_keeps_a_small_far_mode():
 def test_select_drops_junk_from_a_folder_of_digits(mnist_data, lite0_cache, tmp_path, monkeypatch):
     """Six junk images (noise, blank, checks, a ramp, stripes, a square) among 194 real digits:
     data.select=0.97 drops exactly them and keeps the digits in their order; a second call (the embedding cache,
-    as on resume) keeps the same images."""
+    as on resume) keeps the same images. The folder is decoded once: the embedding reuses the loaded images."""
     monkeypatch.setenv("GANXFER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("GANXFER_DATA", str(mnist_data.parents[2]))
     digits = load_data(DataConfig(path="mnist", channels=1, limit=194, resolution=32)).pixels
@@ -45,7 +46,10 @@ def test_select_drops_junk_from_a_folder_of_digits(mnist_data, lite0_cache, tmp_
     for i, n in enumerate(noise):
         Image.fromarray(n).save(folder / f"n{i}.png")
     cfg = DataConfig(path=str(folder), channels=1, resolution=32, select=0.97)
+    decoded = []
+    monkeypatch.setattr(metrics, "load_data", lambda c: decoded.append(c) or load_data(c))
     kept, preview = select(load_data(cfg), cfg)
+    assert decoded == []
     assert kept.files == [f"d{i:03d}.png" for i in range(194)]
     assert torch.equal(kept.pixels, digits)
     noise_set = {n.tobytes() for n in noise}
