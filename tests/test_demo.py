@@ -3,6 +3,7 @@ Chromium (``-m browser``), served by a real ``ganxfer demo dcgan-mnist-64`` proc
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -170,11 +171,27 @@ def run(page, button: str, status: str, fields: dict[str, str], expect: str) -> 
     """Fill the fields, click, and wait until the status line says ``expect``; return the status text."""
     from playwright.sync_api import expect as pw_expect
 
-    for selector, value in fields.items():
-        page.fill(f"{selector} textarea, {selector} input", value)
+    boxes = {page.locator(f"{selector} textarea, {selector} input"): value for selector, value in fields.items()}
+    for box, value in boxes.items():
+        box.fill(value)
+    for box, value in boxes.items():  # a tab's fields can mount late and reset a value typed into them
+        pw_expect(box).to_have_value(value)
     page.click(button)
     pw_expect(page.locator(status)).to_contain_text(expect)
     return page.inner_text(status)
+
+
+@contextlib.contextmanager
+def tab(page, name: str, ready: str):
+    """On the page's ``name`` tab once ``ready`` shows, and back on the Grid tab afterwards, pass or fail (the
+    page is shared by the module's tests)."""
+    page.get_by_role("tab", name=name).click()
+    page.locator(ready).wait_for(state="visible")
+    try:
+        yield
+    finally:
+        page.get_by_role("tab", name="Grid").click()
+        page.locator("#generate").wait_for(state="visible")
 
 
 def shown(page, selector: str) -> bytes:
@@ -216,15 +233,14 @@ def test_generate_shows_the_seeds_grid(page, tmp_path):
 
 @pytest.mark.browser
 def test_interpolation_returns_the_frames_asked_for(page):
-    page.get_by_role("tab", name="Interpolation").click()
-    run(page, "#interpolate", "#interp-status", {"#seed-a": "3", "#seed-b": "4", "#frames": "5"},
-        "5 frames from seed 3 to seed 4")
-    assert Image.open(io.BytesIO(shown(page, "#strip"))).size == (5 * (64 + PAD) + PAD, 64 + 2 * PAD)
-    gif = Image.open(io.BytesIO(shown(page, "#gif")))
-    assert gif.format == "GIF" and gif.n_frames == 5
-    names = [a.get_attribute("download") for a in page.locator("#interp-files a").all()]
-    assert names == ["interp-3-4-f5-scale1.png", "interp-3-4-f5-scale1.gif"]
-    page.get_by_role("tab", name="Grid").click()
+    with tab(page, "Interpolation", "#interpolate"):
+        run(page, "#interpolate", "#interp-status", {"#seed-a": "3", "#seed-b": "4", "#frames": "5"},
+            "5 frames from seed 3 to seed 4")
+        assert Image.open(io.BytesIO(shown(page, "#strip"))).size == (5 * (64 + PAD) + PAD, 64 + 2 * PAD)
+        gif = Image.open(io.BytesIO(shown(page, "#gif")))
+        assert gif.format == "GIF" and gif.n_frames == 5
+        names = [a.get_attribute("download") for a in page.locator("#interp-files a").all()]
+        assert names == ["interp-3-4-f5-scale1.png", "interp-3-4-f5-scale1.gif"]
 
 
 @pytest.mark.browser
@@ -234,10 +250,9 @@ def test_limits_are_enforced_on_the_server(page, server):
     assert page.locator("#grid img").count() == 0
     run(page, "#generate", "#grid-status", {"#seed": "seven", "#count": "4"},
         "Error: seed must be a whole number from 0 to 2^63-1, not 'seven'")
-    page.get_by_role("tab", name="Interpolation").click()
-    run(page, "#interpolate", "#interp-status", {"#frames": str(MAX_FRAMES + 1)},
-        f"Error: frames must be from 2 to {MAX_FRAMES} (this server's limit), not {MAX_FRAMES + 1}")
-    page.get_by_role("tab", name="Grid").click()
+    with tab(page, "Interpolation", "#interpolate"):
+        run(page, "#interpolate", "#interp-status", {"#frames": str(MAX_FRAMES + 1)},
+            f"Error: frames must be from 2 to {MAX_FRAMES} (this server's limit), not {MAX_FRAMES + 1}")
     # an API caller gets the same answer: the limit lives on the server, not in the page
     call = page.request.post(server + "gradio_api/call/grid", data={"data": ["0", 1000, 1.0]})
     answer = page.request.get(server + f"gradio_api/call/grid/{call.json()['event_id']}").text()
