@@ -34,6 +34,7 @@ from ganxfer.errors import GanxferError
 from ganxfer.images import make_sheet, write_grid
 from ganxfer.lock import RunLock
 from ganxfer.losses import (
+    anchor,
     cluster_loss,
     d_loss,
     fine_detail,
@@ -196,6 +197,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
             from ganxfer.transfer import warm_start_generator
 
             G = warm_start_generator(G, recipe, run_dir if acc.is_main_process else None)
+        # the warm start as it loaded (a resume overwrites G, not this): loss.anchor keeps its low-pass images
+        start = copy.deepcopy(G).eval().requires_grad_(False).to(acc.device) if recipe.loss.anchor > 0 else None
         D = build_discriminator(recipe)
         if recipe.discriminator.init:
             from ganxfer.transfer import warm_start_discriminator
@@ -281,7 +284,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                      acc.num_processes, hardware(acc), tr.batch_size, acc.num_processes, local_batch,
                      acc.mixed_precision)
         # sums on the device; one sync per log row
-        meter = Meter("loss_d", "loss_g", "r1", "mode_seeking", "saturation", "fine_detail", "info", "cluster")
+        meter = Meter("loss_d", "loss_g", "r1", "mode_seeking", "saturation", "fine_detail", "anchor", "info",
+                      "cluster")
         clock = Clock(counters.wall_s)  # training time: sampling, evaluation and checkpoints are paused()
         t_log, seen_log = clock(), counters.images_seen
 
@@ -380,6 +384,12 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                             term = fine_detail(fake, recipe.loss.fine_detail_size)
                             loss = loss + recipe.loss.fine_detail * term
                             meter.add("fine_detail", term)
+                        if start is not None:  # the shapes the warm start drew for these latents
+                            with torch.no_grad():
+                                reference = start(z)
+                            term = anchor(fake, reference, recipe.loss.anchor_size)
+                            loss = loss + recipe.loss.anchor * term
+                            meter.add("anchor", term)
                         if info:  # the code's cross-entropy on G's side: ln K while the head cannot read it
                             term = info_loss(fake_classes, z)
                             loss = loss + recipe.loss.info_weight * term
@@ -411,7 +421,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                            "images_per_s": (now - seen_log) / max(clock() - t_log, 1e-9), "wall_s": round(clock(), 3)}
                     # the mean R1 over the D steps that applied it; the mode-seeking and InfoGAN terms before
                     # their weights (the first grows as samples collapse, the second falls as G's code is read)
-                    terms = ("r1", "mode_seeking", "saturation", "fine_detail", "info", "cluster")
+                    terms = ("r1", "mode_seeking", "saturation", "fine_detail", "anchor", "info", "cluster")
                     row.update({k: means[k] for k in terms if k in means})
                     if last:
                         row["hardware"], row["mixed_precision"] = hardware(acc), acc.mixed_precision

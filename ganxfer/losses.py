@@ -79,6 +79,18 @@ def fine_detail(images: torch.Tensor, size: int) -> torch.Tensor:
     return (images.float() - coarse).square().mean()
 
 
+def anchor(images: torch.Tensor, reference: torch.Tensor, size: int) -> torch.Tensor:
+    """Low-pass anchor, to add to the generator loss: the mean square difference of ``images`` and ``reference``
+    (what the warm-start generator draws for the same latents), both area-averaged to ``size``.
+
+    Fine-tuning against a new D is then free to change what lies above ``size`` (texture, stroke profile) and
+    pays for moving what lies below it (which digit a latent draws, the layout of a face), so the start's
+    shapes carry over latent by latent.
+    """
+    down = (F.interpolate(x.float(), size=(size, size), mode="area") for x in (images, reference))
+    return F.mse_loss(*down)
+
+
 def info_loss(class_logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """InfoGAN's categorical term (Chen et al. 2016): cross-entropy of the Q head's ``(B, K)`` logits against the
     code ``c = argmax(z[:, :K])``, the lower bound on the mutual information between c and the image that D's

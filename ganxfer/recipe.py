@@ -184,6 +184,12 @@ def _check_loss(r: Recipe) -> str | None:
     if k == 1 or k > r.generator.latent_dim:
         return (f"loss.info_classes={k} reads the code from z's first K entries: use 2 to "
                 f"generator.latent_dim={r.generator.latent_dim}, or 0 for off")
+    if r.loss.anchor > 0 and not r.generator.init:
+        return (f"loss.anchor={r.loss.anchor:g} keeps the images of the warm-start generator, and there is none; "
+                "set generator.init, or loss.anchor=0")
+    if r.loss.anchor_size > r.data.resolution:
+        return (f"loss.anchor_size={r.loss.anchor_size} is above data.resolution={r.data.resolution}; "
+                "use a side at most that")
     if r.loss.mode_seeking > 0 and r.train.batch_size < 2:
         return (f"loss.mode_seeking={r.loss.mode_seeking:g} compares pairs of images in a batch; raise "
                 f"train.batch_size (now {r.train.batch_size}) to 2 or more, or set loss.mode_seeking=0")

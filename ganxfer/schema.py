@@ -123,6 +123,10 @@ class LossConfig:
                                  "upsampled from a smaller side (MNIST's 28 px at 64), which has almost none, and a D "
                                  "that judges that side and so cannot see it (0 = off)", 0)
     fine_detail_size: int = _f(32, "the side below which fine_detail leaves the image alone", 4, 1024)
+    anchor: float = _f(0.0, "weight of a G-loss term keeping each latent's image, area-averaged to anchor_size, "
+                            "where the warm-start generator (generator.init) drew it: a fine-tune may change the "
+                            "detail but not the shapes (0 = off)", 0)
+    anchor_size: int = _f(16, "the side at which loss.anchor compares a latent's image with the start's", 4, 1024)
     top_k: float = _f(1.0, "Top-k training: the G loss keeps this share of each batch's fakes, those D scores "
                            "as most real (1 = all; Sinha et al. 2020 use 0.5)", 0.01, 1)
     top_k_kimg: float = _f(0.0, "kimg over which the kept share falls linearly from 1 to loss.top_k", 0)

@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from ganxfer import losses
 from ganxfer.losses import (
+    anchor,
     cluster_loss,
     d_loss,
     fine_detail,
@@ -170,3 +171,21 @@ def test_fine_detail_sees_only_what_a_small_d_cannot():
     assert fine_detail(x, 32).item() < 1e-3 < fine_detail(smooth + 0.5 * checker, 32).item()
     left = x.detach() - smooth  # what is left of the checkerboard (0.5 of it at the start), and the rest moved
     assert (left * checker).mean().abs() < 0.01 and left.abs().mean() < 0.05
+
+
+def test_anchor_holds_shapes_below_its_size_and_frees_the_detail_above():
+    """loss.anchor compares area-averaged copies: a 2 px checkerboard laid over the start's images costs nothing
+    at 16 px, the same shape moved by 8 px costs a lot, and descending the term pulls a moved image back."""
+    start = F.interpolate(torch.rand(2, 1, 8, 8) * 2 - 1, size=(64, 64), mode="bilinear", align_corners=False)
+    checker = ((torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2 * 2.0 - 1).expand(2, 1, 64, 64)
+    assert anchor(start, start, 16).item() == 0.0
+    assert anchor(start + 0.5 * checker, start, 16).item() < 1e-10
+    moved = start.roll(8, dims=3)
+    assert anchor(moved, start, 16).item() > 0.05
+    x = moved.clone().requires_grad_(True)
+    opt = torch.optim.SGD([x], lr=2000.0)
+    for _ in range(20):
+        opt.zero_grad()
+        anchor(x, start, 16).backward()
+        opt.step()
+    assert anchor(x, start, 16).item() < 1e-3 * anchor(moved, start, 16).item()

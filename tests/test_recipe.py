@@ -52,6 +52,7 @@ def test_unknown_key_suggests_the_closest(tmp_path):
     ("train=3", r"'train' must be a mapping"),
     ("kimg", r"expected KEY=VALUE"),
     ("discriminator.input_size=48", r"discriminator.input_size=48: a dcgan discriminator judges 32, 64, 128 pixels"),
+    ("loss.anchor=10", r"loss.anchor=10 keeps the images of the warm-start generator, and there is none"),
 ])
 def test_bad_values_fail_with_one_line(tmp_path, override, message):
     with pytest.raises(RecipeError, match=message) as err:
