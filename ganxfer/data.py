@@ -29,19 +29,22 @@ from ganxfer.images import IMAGE_EXTENSIONS, DataError, list_images, open_image,
 from ganxfer.schema import DataConfig
 
 log = logging.getLogger(__name__)
+MNIST_CLASSES = 10
 
 
-def load_mnist(train: bool = True) -> torch.Tensor:
-    """MNIST digits as uint8 (N, 28, 28). Downloads only when the files are missing."""
+def load_mnist(train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST digits as uint8 (N, 28, 28) and their labels (N,). Downloads only when the files are missing."""
     from torchvision.datasets import MNIST
 
     root = mnist_root()
     try:
-        return MNIST(str(root), train=train, download=False).data
+        ds = MNIST(str(root), train=train, download=False)
+        return ds.data, ds.targets
     except RuntimeError:
         pass
     try:
-        return MNIST(str(root), train=train, download=True).data
+        ds = MNIST(str(root), train=train, download=True)
+        return ds.data, ds.targets
     except Exception as e:  # network down, proxy, disk: all end the same way for the user
         raise DataError(f"MNIST is not under {root} and could not be downloaded ({type(e).__name__}); "
                         "set GANXFER_DATA to a folder holding mnist/MNIST/raw") from None
@@ -49,7 +52,8 @@ def load_mnist(train: bool = True) -> torch.Tensor:
 
 @dataclass
 class ImageSet(torch.utils.data.Dataset):
-    """N images of shape (C, R, R) as uint8, either in ``pixels`` or decoded from ``files`` on demand.
+    """N images of shape (C, R, R) as uint8, either in ``pixels`` or decoded from ``files`` on demand, and their
+    class ``labels`` (N,) where the data has them (MNIST).
 
     As a torch ``Dataset``, item ``i`` is ``(file name, (R, R, C) uint8 array or None when it fails to decode)``.
     """
@@ -60,6 +64,7 @@ class ImageSet(torch.utils.data.Dataset):
     root: Path | None = None
     files: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    labels: torch.Tensor | None = None
     workers: int = 2
     _archive: tuple[int, zipfile.ZipFile | None] | None = field(default=None, init=False, repr=False)  # (pid, zip)
     _loader: torch.utils.data.DataLoader | None = field(default=None, init=False, repr=False)
@@ -149,16 +154,16 @@ class _Requested(torch.utils.data.Sampler):
 
 
 def _from_mnist(cfg: DataConfig) -> ImageSet:
-    digits = load_mnist()
+    digits, labels = load_mnist()
     if cfg.limit:
-        digits = digits[: cfg.limit]
+        digits, labels = digits[: cfg.limit], labels[: cfg.limit]
     out = []
     for chunk in digits.split(4096):  # the tutorial's bilinear Resize, on the whole tensor
         x = F.interpolate(chunk[:, None].float(), size=(cfg.resolution,) * 2, mode="bilinear",
                           antialias=True, align_corners=False)
         out.append(x.round().clamp(0, 255).to(torch.uint8))
     pixels = torch.cat(out).expand(-1, cfg.channels, -1, -1).contiguous()
-    return ImageSet(cfg.resolution, cfg.channels, pixels=pixels)
+    return ImageSet(cfg.resolution, cfg.channels, pixels=pixels, labels=labels)
 
 
 def _from_files(cfg: DataConfig, root: Path) -> ImageSet:

@@ -192,6 +192,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         if len(dropped) and acc.is_main_process:
             write_grid(to_float(dropped), run_dir / "dropped.png")
         plan = BatchPlan(len(data), recipe.seed)
+        conditional = recipe.discriminator.conditional
+        if conditional and data.labels is None:
+            raise RunError(f"discriminator.conditional={conditional} needs labelled data, and {recipe.data.path} has "
+                           "none; set discriminator.conditional=0")
         G = build_generator(recipe)
         if recipe.generator.init:
             from ganxfer.transfer import warm_start_generator
@@ -320,6 +324,9 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                         real = torch.where(flip[:, None, None, None], real.flip(3), real)
                     z = torch.randn(tr.batch_size, recipe.generator.latent_dim, generator=rng,
                                     device=acc.device)[rank_slice]
+                    # a conditional D judges reals as their labels and fakes as their code, argmax z[:, :K]
+                    real_labels = data.labels[idx].to(acc.device) if conditional else None
+                    fake_labels = z[:, :conditional].argmax(1) if conditional else None
                     r1_now = recipe.loss.r1_gamma > 0 and counters.d_step % recipe.loss.r1_every == 0
                     real.requires_grad_(r1_now)
                     with acc.autocast():
@@ -332,15 +339,15 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                         if cluster:
                             real_logits, real_classes = D(augment(real, part), classes=True)
                         else:
-                            real_logits = D(augment(real, part))
+                            real_logits = D(augment(real, part), labels=real_labels)
                         if reuse and d_step == tr.d_steps - 1:  # one view of the fakes, and its features, for both
                             shown = augment(fake, part)        # steps: the backbone runs once on them, not twice
                             feats = D_raw.features(shown)
-                            fake_logits = D(shown.detach(), feats=[f.detach() for f in feats])
+                            fake_logits = D(shown.detach(), feats=[f.detach() for f in feats], labels=fake_labels)
                         elif info and not cluster:
                             fake_logits, fake_classes = D(augment(fake.detach(), part), classes=True)
                         else:
-                            fake_logits = D(augment(fake.detach(), part))
+                            fake_logits = D(augment(fake.detach(), part), labels=fake_labels)
                         loss = d_loss(recipe.loss.kind, real_logits, fake_logits)
                         if cluster:
                             term = cluster_loss(real_classes)
@@ -362,11 +369,11 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                 with acc.no_sync(D), frozen(D):  # D's weights get no gradient in the G step, and no all-reduce
                     with acc.autocast():
                         if reuse:
-                            fake_logits = D(shown, feats=feats)
+                            fake_logits = D(shown, feats=feats, labels=fake_labels)
                         elif info:
                             fake_logits, fake_classes = D(augment(fake, part), classes=True)
                         else:
-                            fake_logits = D(augment(fake, part))
+                            fake_logits = D(augment(fake, part), labels=fake_labels)
                         if recipe.loss.top_k < 1:  # Top-k training: only the fakes D finds most real teach G
                             lo = recipe.loss
                             share = top_k_fraction(counters.images_seen / 1e3, lo.top_k, lo.top_k_kimg)

@@ -16,6 +16,7 @@ import yaml
 from ganxfer import nets
 from ganxfer.augment import POLICIES
 from ganxfer.cache import parse_hub_id
+from ganxfer.data import MNIST_CLASSES
 from ganxfer.nets.dcgan import RESOLUTIONS
 from ganxfer.schema import LOWER_IS_BETTER, METRICS, MIN_IMAGES, Recipe, RecipeError, _build
 
@@ -184,6 +185,18 @@ def _check_loss(r: Recipe) -> str | None:
     if k == 1 or k > r.generator.latent_dim:
         return (f"loss.info_classes={k} reads the code from z's first K entries: use 2 to "
                 f"generator.latent_dim={r.generator.latent_dim}, or 0 for off")
+    c = r.discriminator.conditional
+    if c and r.data.path != "mnist":
+        return (f"discriminator.conditional={c} judges real images as their labels, and only data.path=mnist has "
+                "labels; set discriminator.conditional=0")
+    if c and c != MNIST_CLASSES:
+        return (f"discriminator.conditional={c}: MNIST has {MNIST_CLASSES} classes; use "
+                f"discriminator.conditional={MNIST_CLASSES}, or 0 for off")
+    if c > r.generator.latent_dim:
+        return (f"discriminator.conditional={c} reads the class code from z's first {c} entries, more than "
+                f"generator.latent_dim={r.generator.latent_dim}; raise latent_dim or set it to 0")
+    if c and k:
+        return "discriminator.conditional and loss.info_classes both read z's first entries; set one of them to 0"
     if r.loss.anchor > 0 and not r.generator.init:
         return (f"loss.anchor={r.loss.anchor:g} keeps the images of the warm-start generator, and there is none; "
                 "set generator.init, or loss.anchor=0")

@@ -105,6 +105,10 @@ class DiscriminatorConfig:
     init: str | None = _f(None, "warm start of the discriminator; a projected one with pixel_d also takes a dcgan "
                                 "discriminator's export, into its pixel D")
     freeze_blocks: int = _f(0, "freeze the first K discriminator blocks (FreezeD)", 0)
+    conditional: int = _f(0, "K > 0: a class-conditional D (projection discriminator, Miyato & Koyama 2018) for data "
+                             "with labels (mnist): real images are judged as their label, fakes as the code c = "
+                             "argmax of z's first K entries, so G learns to draw class c for code c. G and "
+                             "sampling are unchanged: z ~ N(0, I) draws each class 1/K of the time (0 = off)", 0, 4096)
 
 
 @dataclass

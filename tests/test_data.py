@@ -101,6 +101,9 @@ def test_mnist_from_shared_assets(mnist_data, monkeypatch):
     data = load_data(DataConfig(path="mnist", resolution=32, channels=1, limit=100))
     assert data.pixels.shape == (100, 1, 32, 32)
     assert data.pixels.float().mean() > 10  # white strokes on black
+    # the labels a conditional D reads: MNIST's own, in order (its training split starts 5, 0, 4, 1, 9)
+    assert data.labels.shape == (100,) and data.labels[:5].tolist() == [5, 0, 4, 1, 9]
+    assert sorted(data.labels.unique().tolist()) == list(range(10))
 
 
 def test_real_anime_faces(anime_dir):

@@ -79,6 +79,27 @@ def test_class_head_reads_the_last_block_and_survives_export(tmp_path):
         DCGANDiscriminator(resolution=32, channels=1, ndf=8)(x, classes=True)
 
 
+def test_conditional_discriminator_adds_the_labelled_class_term(tmp_path):
+    """discriminator.conditional: the logit is the unconditional one plus a class-y term read from the same
+    features (a projection D): so the label changes it, it has its own weights, and it survives export."""
+    d = DCGANDiscriminator(resolution=32, channels=1, ndf=8, input_size=32, conditional=10).eval()
+    x, y = torch.randn(6, 1, 32, 32), torch.tensor([0, 1, 2, 7, 8, 9])
+    logits = d(x, labels=y)
+    assert logits.shape == (6,)
+    other = d(x, labels=(y + 1) % 10)
+    assert (logits - other).abs().min() > 0  # every image's logit depends on its label
+    with torch.no_grad():
+        d.project.weight.zero_()
+    plain = DCGANDiscriminator(resolution=32, channels=1, ndf=8, input_size=32).eval()
+    plain.load_state_dict({k: v for k, v in d.state_dict().items() if not k.startswith("project.")})
+    assert torch.equal(d(x, labels=y), plain(x))  # with the class weights at zero, the unconditional D
+    with pytest.raises(ValueError, match="class-conditional: pass each image's labels"):
+        d(x)
+    d = DCGANDiscriminator(resolution=32, channels=1, ndf=8, conditional=10).eval()
+    again = load_model(export_model(d, tmp_path / "d", "discriminator"))
+    assert torch.equal(again(x, labels=y), d(x, labels=y))
+
+
 def test_grow_blocks_start_as_nearest_upsampling():
     g = DCGANGenerator(resolution=64, ngf=8, grow=1)
     x = torch.rand(1, 8, 5, 5)

@@ -198,6 +198,26 @@ def test_pixel_discriminator_is_one_more_head(tmp_path):
     assert load_model(export_model(heavy, tmp_path / "h", "discriminator"))(x)[-1].equal(out[-1])
 
 
+@pytest.mark.parametrize("kind", ["light", "pg"])
+def test_conditional_heads_add_a_class_term_to_every_logit_map(kind, tmp_path):
+    """discriminator.conditional on a projected D: each head's last conv has a per-class twin and the pixel D its
+    class term, so every logit map depends on the label, and the class weights get gradient."""
+    D = ProjectedDiscriminator("test_efficientnet", resolution=32, head_channels=8, heads=kind, pixel_ndf=8, mbstd=2,
+                               conditional=10)
+    x, y = torch.rand(4, 3, 32, 32) * 2 - 1, torch.tensor([1, 4, 4, 9])
+    logits = D(x, labels=y)
+    plain = ProjectedDiscriminator("test_efficientnet", resolution=32, head_channels=8, heads=kind, pixel_ndf=8,
+                                   mbstd=2)
+    assert [t.shape for t in logits] == [t.shape for t in plain(x)]
+    other = D(x, labels=(y + 3) % 10)
+    assert all((a - b).abs().amax(dim=(1, 2, 3)).min() > 0 for a, b in zip(logits, other, strict=True))
+    sum(t.mean() for t in logits).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in D.projects.parameters())
+    assert D.pixel.project.weight.grad.abs().sum() > 0
+    again = load_model(export_model(D, tmp_path / "d", "discriminator"))
+    assert all(torch.equal(a, b) for a, b in zip(again(x, labels=y), D.eval()(x, labels=y), strict=True))
+
+
 def test_features_of_a_frozen_backbone_outlive_a_d_update():
     """What ``train.reuse_features`` relies on: with a frozen backbone, features computed before D's update give
     the updated D the same logits and the same gradient to the images as running the backbone again."""

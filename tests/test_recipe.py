@@ -53,11 +53,19 @@ def test_unknown_key_suggests_the_closest(tmp_path):
     ("kimg", r"expected KEY=VALUE"),
     ("discriminator.input_size=48", r"discriminator.input_size=48: a dcgan discriminator judges 32, 64, 128 pixels"),
     ("loss.anchor=10", r"loss.anchor=10 keeps the images of the warm-start generator, and there is none"),
+    ("discriminator.conditional=5", r"discriminator.conditional=5: MNIST has 10 classes; use "
+                                    r"discriminator.conditional=10, or 0 for off"),
 ])
 def test_bad_values_fail_with_one_line(tmp_path, override, message):
     with pytest.raises(RecipeError, match=message) as err:
         load_recipe(write(tmp_path, "name: x\n"), [override])
     assert "\n" not in str(err.value)
+
+
+def test_conditional_needs_labelled_data(tmp_path):
+    with pytest.raises(RecipeError, match=r"only data.path=mnist has labels; set discriminator.conditional=0"):
+        load_recipe(write(tmp_path, "data: {path: /faces}\n"), ["discriminator.conditional=10"])
+    assert load_recipe(write(tmp_path, "name: x\n"), ["discriminator.conditional=10"]).discriminator.conditional == 10
 
 
 def test_env_expansion(tmp_path, monkeypatch):

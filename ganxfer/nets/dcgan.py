@@ -46,6 +46,15 @@ def identity_upsample_(conv: nn.ConvTranspose2d) -> None:
             conv.bias.zero_()
 
 
+def class_term(maps: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """The projection term of a conditional D: from per-class logit maps (B, K, H, W), each image's own class's
+    map (B, 1, H, W)."""
+    if labels is None:
+        raise ValueError("this discriminator is class-conditional: pass each image's labels")
+    index = labels.view(-1, 1, 1, 1).expand(-1, 1, *maps.shape[2:])
+    return maps.gather(1, index)
+
+
 class DCGANGenerator(
     nn.Module,
     PyTorchModelHubMixin,
@@ -196,6 +205,9 @@ class DCGANDiscriminator(
             features that the real/fake logit is read from, and returned by ``forward(x, classes=True)``.
         input_size: judge the images resized to this side (32, 64 or 128; default ``resolution``): area
             averaging down, bilinear up. A smaller side shows D the shapes without the finest texture.
+        conditional: K > 0 makes D class-conditional, a projection discriminator (Miyato & Koyama 2018): the
+            logit of an image of class y adds a class-y 4x4 conv of the last block's features, and
+            ``forward`` then needs ``labels``.
     """
 
     kind = "dcgan"
@@ -203,7 +215,7 @@ class DCGANDiscriminator(
     channel_tensors = {"blocks.0.0.weight": (1, "input")}
 
     def __init__(self, resolution: int = 64, channels: int = 3, ndf: int = 64, norm: str = "batch",
-                 classes: int = 0, input_size: int | None = None) -> None:
+                 classes: int = 0, input_size: int | None = None, conditional: int = 0) -> None:
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"DCGAN discriminator norm {norm!r} is unknown; use one of {', '.join(NORMS)}")
@@ -220,21 +232,29 @@ class DCGANDiscriminator(
         self.classes = classes
         if classes:
             self.classify = nn.Conv2d(widths[-1], classes, 4, 1, 0)
+        self.conditional = conditional
+        if conditional:
+            self.project = nn.Conv2d(widths[-1], conditional, 4, 1, 0, bias=False)
         dcgan_init(self)
         if norm == "spectral":
             for m in self.modules():
                 if isinstance(m, nn.Conv2d):
                     nn.utils.parametrizations.spectral_norm(m)
 
-    def forward(self, x: torch.Tensor, classes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B,); with ``classes``, also the Q head's (B, K) class logits."""
+    def forward(self, x: torch.Tensor, classes: bool = False,
+                labels: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B,); with ``classes``, also the Q head's (B, K) class logits. ``labels`` (B,): each image's
+        class, which a conditional D judges it as (and needs)."""
         side = self.input_size
         if side and x.shape[-1] != side:
             x = F.interpolate(x, size=(side, side), mode="area" if side < x.shape[-1] else "bilinear")
         for block in self.blocks:
             x = block(x)
+        logits = self.head(x).flatten()
+        if self.conditional:
+            logits = logits + class_term(self.project(x), labels).flatten()
         if not classes:
-            return self.head(x).flatten()
+            return logits
         if not self.classes:
             raise ValueError("this discriminator has no class head; build it with classes=K")
-        return self.head(x).flatten(), self.classify(x).flatten(1)
+        return logits, self.classify(x).flatten(1)

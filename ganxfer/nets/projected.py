@@ -20,7 +20,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from ganxfer.nets import backbones
 from ganxfer.nets.base import hub_config
-from ganxfer.nets.dcgan import DCGANDiscriminator
+from ganxfer.nets.dcgan import DCGANDiscriminator, class_term
 
 
 class RandomProjection(nn.Module):
@@ -158,7 +158,7 @@ class ProjectedDiscriminator(
                  out_indices: list[int] | None = None, input_size: int | None = None, projection: bool = False,
                  head_channels: int = 64, heads: str = "light", mbstd: int = 0, pixel_ndf: int = 0,
                  pixel_norm: str = "batch", pixel_input_size: int | None = None,
-                 pixel_weight: float = 1.0, pretrained: bool = False,
+                 pixel_weight: float = 1.0, conditional: int = 0, pretrained: bool = False,
                  pretrained_file: str | None = None) -> None:
         super().__init__()
         if channels not in (1, 3):
@@ -180,8 +180,11 @@ class ProjectedDiscriminator(
         scale = 2 if projection else 1  # CSM doubles every map
         self.heads = nn.ModuleList(head(w, head_channels, math.ceil(side / lvl["reduction"]) * scale, heads, mbstd)
                                    for w, lvl in zip(widths, levels, strict=True))
-        self.pixel = DCGANDiscriminator(resolution, channels, pixel_ndf, pixel_norm,
-                                        input_size=pixel_input_size) if pixel_ndf > 0 else None
+        self.conditional = conditional  # each head's last conv gets a per-class twin (projection D)
+        self.projects = nn.ModuleList(sn_conv(h[-1].in_channels, conditional, h[-1].kernel_size, h[-1].stride,
+                                              h[-1].padding, bias=False) for h in self.heads) if conditional else None
+        self.pixel = DCGANDiscriminator(resolution, channels, pixel_ndf, pixel_norm, input_size=pixel_input_size,
+                                        conditional=conditional) if pixel_ndf > 0 else None
         self.pixel_weight = pixel_weight
         config = hub_config(self)  # config.json: the resolved levels, no weight source
         config["out_indices"] = list(self.out_indices)
@@ -219,11 +222,19 @@ class ProjectedDiscriminator(
         D step and the G step."""
         return not any(p.requires_grad for p in self.backbone.parameters())
 
-    def forward(self, x: torch.Tensor, feats: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, feats: list[torch.Tensor] | None = None,
+                labels: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Logit maps for ``x``; ``feats``: ``self.features(x)`` computed by the caller (see
-        :attr:`fixed_features`), so that the backbone is not run again."""
+        :attr:`fixed_features`), so that the backbone is not run again; ``labels`` (B,): each image's class, which
+        a conditional D judges it as (and needs)."""
         feats = self.features(x) if feats is None else feats
-        logits = [h(f) for h, f in zip(self.heads, feats, strict=True)]
+        if self.projects is None:
+            logits = [h(f) for h, f in zip(self.heads, feats, strict=True)]
+        else:
+            logits = []
+            for h, project, f in zip(self.heads, self.projects, feats, strict=True):
+                inner = h[:-1](f)
+                logits.append(h[-1](inner) + class_term(project(inner), labels))
         if self.pixel is None:
             return logits
-        return logits + [self.pixel(x).view(-1, 1, 1, 1) * self.pixel_weight]
+        return logits + [self.pixel(x, labels=labels).view(-1, 1, 1, 1) * self.pixel_weight]
