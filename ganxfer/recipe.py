@@ -197,6 +197,10 @@ def _check_loss(r: Recipe) -> str | None:
                 f"generator.latent_dim={r.generator.latent_dim}; raise latent_dim or set it to 0")
     if c and k:
         return "discriminator.conditional and loss.info_classes both read z's first entries; set one of them to 0"
+    gain = r.generator.code_gain
+    if gain != 1 and not (c and r.generator.init):
+        return (f"generator.code_gain={gain:g} scales how the warm-start generator reads the class code of "
+                "discriminator.conditional; set generator.init and discriminator.conditional, or generator.code_gain=1")
     if r.loss.anchor > 0 and not r.generator.init:
         return (f"loss.anchor={r.loss.anchor:g} keeps the images of the warm-start generator, and there is none; "
                 "set generator.init, or loss.anchor=0")

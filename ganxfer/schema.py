@@ -72,6 +72,9 @@ class GeneratorConfig:
     ngf: int = _f(64, "width of the last hidden layer", 4, 1024)
     init: str | None = _f(None, "warm start: bundled name, local folder or Hub id owner/name[@rev]")
     freeze_blocks: int = _f(0, "freeze the first K generator blocks (FreezeG)", 0)
+    code_gain: float = _f(1.0, "warm start with discriminator.conditional=K: multiply the first layer's weights "
+                               "that read the code z[:K] by this, so G switches between classes over a narrower "
+                               "band of codes (1 = as loaded)", 0.1, 100)
 
 
 @dataclass

@@ -127,10 +127,30 @@ def warm_start_generator(G: nn.Module, recipe, run_dir: Path | None) -> nn.Modul
         if name in report["copied"]:
             report["copied"].remove(name)
         report["adapted"][name] = "; ".join(filter(None, [how, report["adapted"].get(name)]))
+    if recipe.generator.code_gain != 1:
+        name, how = _scale_code(G, recipe.discriminator.conditional, recipe.generator.code_gain)
+        report["adapted"][name] = "; ".join(filter(None, [report["adapted"].get(name), how]))
+        if name in report["copied"]:
+            report["copied"].remove(name)
     report["frozen"] = freeze_blocks(G, recipe.generator.freeze_blocks)
     report["source_dir"] = str(folder)
     _publish(report, run_dir, "generator")
     return G
+
+
+def _scale_code(G: nn.Module, k: int, gain: float) -> tuple[str, str]:
+    """Multiply the weights by which ``G``'s first layer reads z[:k] by ``gain`` (``generator.code_gain``).
+
+    G then draws for z what it drew for z with z[:k] times ``gain``: the class c = argmax z[:k] is the same, but
+    each class's image is reached over a ``gain`` times narrower band of the code's margin. Returns the tensor's
+    name and how it changed, for the transfer report.
+    """
+    if getattr(G, "kind", None) != "dcgan":
+        raise TransferError(f"generator.code_gain needs a DCGAN generator, whose first layer reads z; "
+                            f"this recipe builds '{getattr(G, 'kind', type(G).__name__)}'")
+    with torch.no_grad():
+        G.blocks[0][0].weight[:k] *= gain
+    return "blocks.0.0.weight", f"rows z[:{k}] x {gain:g} (generator.code_gain)"
 
 
 def _widen(source: nn.Module, ngf: int, init: str, seed: int) -> tuple[nn.Module, dict[str, str]]:

@@ -231,3 +231,32 @@ def test_a_dcgan_discriminator_warm_starts_the_pixel_d_of_a_projected_one(tmp_pa
         warm_start_discriminator(build_discriminator(plain), plain, None)
     with pytest.raises(RecipeError, match="pixel_input_size=48"):
         load_recipe("recipes/mnist_projected.yaml", [*sets[:3], "discriminator.pixel_input_size=48"])
+
+
+def test_code_gain_scales_how_the_warm_start_reads_the_class_code(tmp_path):
+    """generator.code_gain=3: the warm-started G draws for z what its source drew for z with z[:K] tripled (the
+    same class, a sharper switch), the report says so, and without a conditional D or an init it is refused."""
+    torch.manual_seed(0)
+    src = DCGANGenerator(resolution=64, channels=1, ngf=8, latent_dim=16)
+    src.train()
+    with torch.no_grad():
+        src(torch.randn(64, 16))
+    folder = export_model(src, tmp_path / "src", "generator")
+    sets = ["generator.ngf=8", "generator.latent_dim=16", f"generator.init={folder}", "discriminator.conditional=10"]
+    recipe = load_recipe("recipes/mnist_projected.yaml", [*sets, "generator.code_gain=3"])
+    g = warm_start_generator(DCGANGenerator(resolution=64, channels=1, ngf=8, latent_dim=16), recipe, tmp_path)
+    z = torch.randn(32, 16)
+    z3 = z.clone()
+    z3[:, :10] *= 3
+    g.train(), src.train()
+    with torch.no_grad():
+        assert torch.allclose(g(z), src(z3), atol=1e-5)
+        assert (g(z) - src(z)).abs().max() > 0.1
+    report = json.loads((tmp_path / "transfer.json").read_text())["generator"]
+    assert report["adapted"] == {"blocks.0.0.weight": "rows z[:10] x 3 (generator.code_gain)"}
+    assert "blocks.0.0.weight" not in report["copied"]
+    with pytest.raises(RecipeError, match="generator.code_gain=3 scales .* set generator.init and "
+                                          "discriminator.conditional, or generator.code_gain=1"):
+        load_recipe("recipes/mnist_projected.yaml", [*sets[:3], "generator.code_gain=3"])
+    with pytest.raises(RecipeError, match="generator.code_gain=2"):
+        load_recipe(None, ["discriminator.conditional=10", "generator.code_gain=2"])
