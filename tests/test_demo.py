@@ -174,7 +174,16 @@ def run(page, button: str, status: str, fields: dict[str, str], expect: str) -> 
     boxes = {page.locator(f"{selector} textarea, {selector} input"): value for selector, value in fields.items()}
     for box, value in boxes.items():
         box.fill(value)
-    for box, value in boxes.items():  # a tab's fields can mount late and reset a value typed into them
+    for box, value in boxes.items():  # a tab's fields can mount late and reset a value typed into them: type again
+        for attempt in range(3):
+            try:
+                pw_expect(box).to_have_value(value, timeout=3_000)
+                break
+            except AssertionError:
+                if attempt == 2:
+                    raise
+                box.fill(value)
+    for box, value in boxes.items():  # all still hold what was typed
         pw_expect(box).to_have_value(value)
     page.click(button)
     pw_expect(page.locator(status)).to_contain_text(expect)
