@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
@@ -220,6 +221,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         reuse = tr.reuse_features and getattr(D_raw, "fixed_features", False)
         info = recipe.loss.info_classes > 0  # InfoGAN: D's class head and G learn to agree on z's code
         cluster = info and recipe.loss.info_cluster > 0  # ... the head clustering the real images instead
+        ac = recipe.loss.classifier > 0  # AC-GAN: D's class head learns the real labels, G draws its code's class
+        want = {"classes": True} if ac else {}
         saturate = recipe.loss.saturation > 0  # G also returns its output before the tanh, for the penalty
         layout = torch.channels_last if tr.channels_last else torch.contiguous_format
 
@@ -286,7 +289,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                      acc.mixed_precision)
         # sums on the device; one sync per log row
         meter = Meter("loss_d", "loss_g", "r1", "mode_seeking", "saturation", "fine_detail", "anchor", "info",
-                      "cluster")
+                      "classifier", "cluster")
         clock = Clock(counters.wall_s)  # training time: sampling, evaluation and checkpoints are paused()
         t_log, seen_log = clock(), counters.images_seen
 
@@ -335,6 +338,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                                 fake = G(z)
                         if cluster:
                             real_logits, real_classes = D(augment(real, part), classes=True)
+                        elif ac:
+                            real_logits, real_classes = D(augment(real, part), labels=real_labels, classes=True)
                         else:
                             real_logits = D(augment(real, part), labels=real_labels)
                         if reuse and d_step == tr.d_steps - 1:  # one view of the fakes, and its features, for both
@@ -352,6 +357,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                             meter.add("cluster", term)
                         elif info:
                             loss = loss + recipe.loss.info_weight * info_loss(fake_classes, z)
+                        elif ac:  # the head learns from real images only, so G cannot teach it its own hybrids
+                            loss = loss + recipe.loss.classifier * F.cross_entropy(real_classes.float(), real_labels)
                         if r1_now:
                             r1 = r1_penalty(real, real_logits)
                             loss = loss + r1 * (recipe.loss.r1_gamma / 2 * recipe.loss.r1_every)
@@ -366,11 +373,13 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                 with acc.no_sync(D), frozen(D):  # D's weights get no gradient in the G step, and no all-reduce
                     with acc.autocast():
                         if reuse:
-                            fake_logits = D(shown, feats=feats, labels=fake_labels)
+                            fake_logits = D(shown, feats=feats, labels=fake_labels, **want)
                         elif info:
                             fake_logits, fake_classes = D(augment(fake, part), classes=True)
                         else:
-                            fake_logits = D(augment(fake, part), labels=fake_labels)
+                            fake_logits = D(augment(fake, part), labels=fake_labels, **want)
+                        if ac:
+                            fake_logits, fake_classes = fake_logits
                         if recipe.loss.top_k < 1:  # Top-k training: only the fakes D finds most real teach G
                             lo = recipe.loss
                             share = top_k_fraction(counters.images_seen / 1e3, lo.top_k, lo.top_k_kimg)
@@ -394,6 +403,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                             term = anchor(fake, reference, recipe.loss.anchor_size)
                             loss = loss + recipe.loss.anchor * term
                             meter.add("anchor", term)
+                        if ac:  # each fake read as its code's class by the head trained on real labels
+                            term = info_loss(fake_classes, z)
+                            loss = loss + recipe.loss.classifier * term
+                            meter.add("classifier", term)
                         if info:  # the code's cross-entropy on G's side: ln K while the head cannot read it
                             term = info_loss(fake_classes, z)
                             loss = loss + recipe.loss.info_weight * term
@@ -425,7 +438,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                            "images_per_s": (now - seen_log) / max(clock() - t_log, 1e-9), "wall_s": round(clock(), 3)}
                     # the mean R1 over the D steps that applied it; the mode-seeking and InfoGAN terms before
                     # their weights (the first grows as samples collapse, the second falls as G's code is read)
-                    terms = ("r1", "mode_seeking", "saturation", "fine_detail", "anchor", "info", "cluster")
+                    terms = ("r1", "mode_seeking", "saturation", "fine_detail", "anchor", "info", "cluster",
+                             "classifier")
                     row.update({k: means[k] for k in terms if k in means})
                     if last:
                         row["hardware"], row["mixed_precision"] = hardware(acc), acc.mixed_precision

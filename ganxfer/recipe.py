@@ -197,6 +197,12 @@ def _check_loss(r: Recipe) -> str | None:
                 f"generator.latent_dim={r.generator.latent_dim}; raise latent_dim or set it to 0")
     if c and k:
         return "discriminator.conditional and loss.info_classes both read z's first entries; set one of them to 0"
+    if r.loss.classifier > 0 and not c:
+        return (f"loss.classifier={r.loss.classifier:g} teaches a class head the real labels and G its code's "
+                "class; set discriminator.conditional=10 too, or loss.classifier=0")
+    if r.loss.classifier > 0 and r.discriminator.kind == "projected" and not r.discriminator.pixel_d:
+        return (f"loss.classifier={r.loss.classifier:g} puts its class head on the pixel D; set "
+                "discriminator.pixel_d=true, or loss.classifier=0")
     gain = r.generator.code_gain
     if gain != 1 and not (c and r.generator.init):
         return (f"generator.code_gain={gain:g} scales how the warm-start generator reads the class code of "

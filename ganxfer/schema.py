@@ -140,6 +140,10 @@ class LossConfig:
     info_classes: int = _f(0, "InfoGAN's categorical code: K classes, c = argmax of z's first K entries; a dcgan D "
                               "gets a K-way head that, with G, learns to read c from the image (0 = off)", 0, 4096)
     info_weight: float = _f(1.0, "weight of the code's cross-entropy in the D and G losses (InfoGAN: 1)", 0)
+    classifier: float = _f(0.0, "AC-GAN's auxiliary classifier (Odena et al. 2017), with discriminator.conditional=K: "
+                                "a K-way class head on D (on the pixel D of a projected one) learns the real images' "
+                                "labels, and G's loss adds this weight times the head's cross-entropy of each fake "
+                                "against its code, so that a fake draws its class clearly (0 = off)", 0)
     info_cluster: float = _f(0.0, "weight of a clustering term on real images for the class head (RIM / CatGAN: "
                                   "mean entropy minus entropy of the batch mean); with it the head learns from real "
                                   "images only, and G must draw code c in the data's cluster c (0 = off)", 0)

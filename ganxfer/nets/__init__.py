@@ -50,10 +50,15 @@ def _dcgan_generator(r: Recipe) -> dict:
     return dict(resolution=r.data.resolution, channels=r.data.channels, ngf=g.ngf, latent_dim=g.latent_dim)
 
 
+def _ac_classes(r: Recipe) -> int:
+    """The class head of ``loss.classifier`` (AC-GAN): one logit per class of ``discriminator.conditional``."""
+    return r.discriminator.conditional if r.loss.classifier > 0 else 0
+
+
 def _dcgan_discriminator(r: Recipe) -> dict:
     return dict(resolution=r.data.resolution, channels=r.data.channels, ndf=r.discriminator.ndf,
-                norm=r.discriminator.norm, classes=r.loss.info_classes, input_size=r.discriminator.input_size,
-                conditional=r.discriminator.conditional)
+                norm=r.discriminator.norm, classes=r.loss.info_classes or _ac_classes(r),
+                input_size=r.discriminator.input_size, conditional=r.discriminator.conditional)
 
 
 def _projected_discriminator(r: Recipe) -> dict:
@@ -65,7 +70,7 @@ def _projected_discriminator(r: Recipe) -> dict:
                 input_size=d.input_size, projection=d.projection, head_channels=d.head_channels,
                 heads=d.heads, mbstd=d.mbstd, pixel_ndf=d.ndf if d.pixel_d else 0,
                 pixel_norm=d.norm, pixel_input_size=d.pixel_input_size,
-                pixel_weight=d.pixel_weight, conditional=d.conditional,
+                pixel_weight=d.pixel_weight, conditional=d.conditional, pixel_classes=_ac_classes(r),
                 pretrained=d.pretrained, pretrained_file=d.pretrained_file)
 
 

@@ -147,6 +147,8 @@ class ProjectedDiscriminator(
             sees a digit's shape without the finer texture the heads look after.
         pixel_weight: the pixel discriminator's logit is multiplied by this: its weight in D's score and in
             G's gradient, against the heads' 1 each.
+        pixel_classes: K > 0 gives the pixel discriminator a K-way class head (``loss.classifier``, AC-GAN),
+            returned by ``forward(x, classes=True)``.
         pretrained, pretrained_file: where the backbone's initial weights come from. Neither is written to
             ``config.json``: an exported model is rebuilt with random weights and loads its own safetensors.
     """
@@ -158,7 +160,7 @@ class ProjectedDiscriminator(
                  out_indices: list[int] | None = None, input_size: int | None = None, projection: bool = False,
                  head_channels: int = 64, heads: str = "light", mbstd: int = 0, pixel_ndf: int = 0,
                  pixel_norm: str = "batch", pixel_input_size: int | None = None,
-                 pixel_weight: float = 1.0, conditional: int = 0, pretrained: bool = False,
+                 pixel_weight: float = 1.0, conditional: int = 0, pixel_classes: int = 0, pretrained: bool = False,
                  pretrained_file: str | None = None) -> None:
         super().__init__()
         if channels not in (1, 3):
@@ -184,7 +186,7 @@ class ProjectedDiscriminator(
         self.projects = nn.ModuleList(sn_conv(h[-1].in_channels, conditional, h[-1].kernel_size, h[-1].stride,
                                               h[-1].padding, bias=False) for h in self.heads) if conditional else None
         self.pixel = DCGANDiscriminator(resolution, channels, pixel_ndf, pixel_norm, input_size=pixel_input_size,
-                                        conditional=conditional) if pixel_ndf > 0 else None
+                                        conditional=conditional, classes=pixel_classes) if pixel_ndf > 0 else None
         self.pixel_weight = pixel_weight
         config = hub_config(self)  # config.json: the resolved levels, no weight source
         config["out_indices"] = list(self.out_indices)
@@ -222,11 +224,12 @@ class ProjectedDiscriminator(
         D step and the G step."""
         return not any(p.requires_grad for p in self.backbone.parameters())
 
-    def forward(self, x: torch.Tensor, feats: list[torch.Tensor] | None = None,
-                labels: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, feats: list[torch.Tensor] | None = None, labels: torch.Tensor | None = None,
+                classes: bool = False) -> list[torch.Tensor] | tuple[list[torch.Tensor], torch.Tensor]:
         """Logit maps for ``x``; ``feats``: ``self.features(x)`` computed by the caller (see
         :attr:`fixed_features`), so that the backbone is not run again; ``labels`` (B,): each image's class, which
-        a conditional D judges it as (and needs)."""
+        a conditional D judges it as (and needs); ``classes``: also the pixel D's (B, K) class logits
+        (``pixel_classes``)."""
         feats = self.features(x) if feats is None else feats
         if self.projects is None:
             logits = [h(f) for h, f in zip(self.heads, feats, strict=True)]
@@ -236,5 +239,10 @@ class ProjectedDiscriminator(
                 inner = h[:-1](f)
                 logits.append(h[-1](inner) + class_term(project(inner), labels))
         if self.pixel is None:
+            if classes:
+                raise ValueError("the class head is on the pixel D; build this discriminator with pixel_ndf > 0")
             return logits
-        return logits + [self.pixel(x, labels=labels).view(-1, 1, 1, 1) * self.pixel_weight]
+        pixel = self.pixel(x, labels=labels, classes=classes)
+        pixel, class_logits = pixel if classes else (pixel, None)
+        logits = logits + [pixel.view(-1, 1, 1, 1) * self.pixel_weight]
+        return (logits, class_logits) if classes else logits
