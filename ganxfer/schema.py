@@ -75,6 +75,10 @@ class GeneratorConfig:
     code_gain: float = _f(1.0, "warm start with discriminator.conditional=K: multiply the first layer's weights "
                                "that read the code z[:K] by this, so G switches between classes over a narrower "
                                "band of codes (1 = as loaded)", 0.1, 100)
+    balance_latent: bool = _f(False, "warm start of a dcgan generator: scale each weight row by which the first "
+                                     "layer reads one entry of z down to the rows' median norm where it is above it, "
+                                     "so that no few entries carry the image (dcgan-mnist-64 reads its class code "
+                                     "z[:10] with 17x the weight of the rest)")
 
 
 @dataclass

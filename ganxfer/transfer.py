@@ -132,6 +132,11 @@ def warm_start_generator(G: nn.Module, recipe, run_dir: Path | None) -> nn.Modul
         report["adapted"][name] = "; ".join(filter(None, [report["adapted"].get(name), how]))
         if name in report["copied"]:
             report["copied"].remove(name)
+    if recipe.generator.balance_latent:
+        name, how = _balance_latent(G)
+        report["adapted"][name] = "; ".join(filter(None, [report["adapted"].get(name), how]))
+        if name in report["copied"]:
+            report["copied"].remove(name)
     report["frozen"] = freeze_blocks(G, recipe.generator.freeze_blocks)
     report["source_dir"] = str(folder)
     _publish(report, run_dir, "generator")
@@ -151,6 +156,24 @@ def _scale_code(G: nn.Module, k: int, gain: float) -> tuple[str, str]:
     with torch.no_grad():
         G.blocks[0][0].weight[:k] *= gain
     return "blocks.0.0.weight", f"rows z[:{k}] x {gain:g} (generator.code_gain)"
+
+
+def _balance_latent(G: nn.Module) -> tuple[str, str]:
+    """Scale the rows of ``G``'s first layer (one per entry of z) whose norm is above the rows' median down to it
+    (``generator.balance_latent``), so that every entry of z moves the image about as much. Returns the tensor's
+    name and how it changed, for the transfer report."""
+    if getattr(G, "kind", None) != "dcgan":
+        raise TransferError(f"generator.balance_latent needs a DCGAN generator, whose first layer reads z; "
+                            f"this recipe builds '{getattr(G, 'kind', type(G).__name__)}'")
+    with torch.no_grad():
+        weight = G.blocks[0][0].weight  # (latent_dim, C, 4, 4): row i reads z[i]
+        norms = weight.flatten(1).norm(dim=1)
+        median = norms.median()
+        scale = (median / norms).clamp(max=1)
+        weight.mul_(scale.view(-1, 1, 1, 1))
+    cut = int((scale < 1).sum())
+    return "blocks.0.0.weight", (f"{cut} rows of z scaled down to the median row norm {median:.3g}, the largest by "
+                                 f"{1 / scale.min():.3g}x (generator.balance_latent)")
 
 
 def _widen(source: nn.Module, ngf: int, init: str, seed: int) -> tuple[nn.Module, dict[str, str]]:

@@ -196,7 +196,8 @@ def test_finetune_headline_recipe_with_the_bundled_model(anime_dir, lite0_cache,
                                     "--set", "train.batch_size=32", "--set", "train.kimg=0.064", "--run-dir", str(run)])
     assert res.exit_code == 0, res.output
     report = json.loads((run / "transfer.json").read_text())["generator"]
-    assert report["source"] == "dcgan-mnist-64" and list(report["adapted"]) == ["to_rgb.weight"]
+    assert report["source"] == "dcgan-mnist-64" and sorted(report["adapted"]) == ["blocks.0.0.weight", "to_rgb.weight"]
+    assert "(generator.balance_latent)" in report["adapted"]["blocks.0.0.weight"]  # the recipe evens out z's rows
     assert report["new"] == [] and report["unused"] == []
     g = load_model(run / "generator")
     assert g.sample(2).shape == (2, 3, 64, 64)
@@ -260,3 +261,27 @@ def test_code_gain_scales_how_the_warm_start_reads_the_class_code(tmp_path):
         load_recipe("recipes/mnist_projected.yaml", [*sets[:3], "generator.code_gain=3"])
     with pytest.raises(RecipeError, match="generator.code_gain=2"):
         load_recipe(None, ["discriminator.conditional=10", "generator.code_gain=2"])
+
+
+def test_balance_latent_scales_the_dominant_rows_of_z_down_to_the_median(tmp_path):
+    """generator.balance_latent: rows of the first layer above the median norm (here z[:10], made 17x the rest as
+    in dcgan-mnist-64) end at the median; the others are copied as they are, and the report says which changed."""
+    torch.manual_seed(0)
+    src = DCGANGenerator(resolution=64, channels=1, ngf=8, latent_dim=32)
+    with torch.no_grad():
+        src.blocks[0][0].weight[:10] *= 17
+    folder = export_model(src, tmp_path / "src", "generator")
+    recipe = load_recipe("recipes/mnist_projected.yaml", ["generator.ngf=8", "generator.latent_dim=32",
+                                                          f"generator.init={folder}", "generator.balance_latent=true"])
+    g = warm_start_generator(DCGANGenerator(resolution=64, channels=1, ngf=8, latent_dim=32), recipe, tmp_path)
+    before = src.blocks[0][0].weight.flatten(1).norm(dim=1)
+    after = g.blocks[0][0].weight.flatten(1).norm(dim=1)
+    median = before.median()
+    assert torch.allclose(after[:10], median.expand(10), rtol=1e-5)
+    assert after.max() <= median * (1 + 1e-5) and (after[:10] / before[:10]).max() < 0.1
+    unchanged = before <= median
+    assert torch.equal(g.blocks[0][0].weight[unchanged], src.blocks[0][0].weight[unchanged])
+    report = json.loads((tmp_path / "transfer.json").read_text())["generator"]
+    cut = int((before > median).sum())
+    assert report["adapted"]["blocks.0.0.weight"].startswith(f"{cut} rows of z scaled down to the median")
+    assert cut >= 10 and "blocks.0.0.weight" not in report["copied"]
