@@ -128,19 +128,20 @@ def warm_start_generator(G: nn.Module, recipe, run_dir: Path | None) -> nn.Modul
             report["copied"].remove(name)
         report["adapted"][name] = "; ".join(filter(None, [how, report["adapted"].get(name)]))
     if recipe.generator.code_gain != 1:
-        name, how = _scale_code(G, recipe.discriminator.conditional, recipe.generator.code_gain)
-        report["adapted"][name] = "; ".join(filter(None, [report["adapted"].get(name), how]))
-        if name in report["copied"]:
-            report["copied"].remove(name)
+        _adapted(report, *_scale_code(G, recipe.discriminator.conditional, recipe.generator.code_gain))
     if recipe.generator.balance_latent:
-        name, how = _balance_latent(G)
-        report["adapted"][name] = "; ".join(filter(None, [report["adapted"].get(name), how]))
-        if name in report["copied"]:
-            report["copied"].remove(name)
+        _adapted(report, *_balance_latent(G))
     report["frozen"] = freeze_blocks(G, recipe.generator.freeze_blocks)
     report["source_dir"] = str(folder)
     _publish(report, run_dir, "generator")
     return G
+
+
+def _adapted(report: dict, name: str, how: str) -> None:
+    """Record in the transfer report that tensor ``name`` was changed after loading, and how."""
+    report["adapted"][name] = "; ".join(filter(None, [report["adapted"].get(name), how]))
+    if name in report["copied"]:
+        report["copied"].remove(name)
 
 
 def _scale_code(G: nn.Module, k: int, gain: float) -> tuple[str, str]:
