@@ -446,7 +446,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     _log(acc, run_dir, row)
                     bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}",
                                     ips=f"{row['images_per_s']:.0f}",  # and the time budget's rest, if it has one
-                                    **({"left": f"{(budget_s - counters.wall_s) / 60:.1f}min"}
+                                    **({"left": f"{max(0.0, budget_s - counters.wall_s) / 60:.1f}min"}
                                        if math.isfinite(budget_s) else {}))
                     t_log, seen_log = clock(), now
                 with clock.paused():  # sampling, evaluation and checkpoints stay out of wall_s and images_per_s
