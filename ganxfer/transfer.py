@@ -144,6 +144,14 @@ def _adapted(report: dict, name: str, how: str) -> None:
         report["copied"].remove(name)
 
 
+def _first_layer(G: nn.Module, option: str) -> torch.Tensor:
+    """The weight by which a DCGAN generator's first layer reads z, (latent_dim, C, 4, 4): row i reads z[i]."""
+    if getattr(G, "kind", None) != "dcgan":
+        raise TransferError(f"{option} needs a DCGAN generator, whose first layer reads z; "
+                            f"this recipe builds '{getattr(G, 'kind', type(G).__name__)}'")
+    return G.blocks[0][0].weight
+
+
 def _scale_code(G: nn.Module, k: int, gain: float) -> tuple[str, str]:
     """Multiply the weights by which ``G``'s first layer reads z[:k] by ``gain`` (``generator.code_gain``).
 
@@ -151,11 +159,8 @@ def _scale_code(G: nn.Module, k: int, gain: float) -> tuple[str, str]:
     each class's image is reached over a ``gain`` times narrower band of the code's margin. Returns the tensor's
     name and how it changed, for the transfer report.
     """
-    if getattr(G, "kind", None) != "dcgan":
-        raise TransferError(f"generator.code_gain needs a DCGAN generator, whose first layer reads z; "
-                            f"this recipe builds '{getattr(G, 'kind', type(G).__name__)}'")
     with torch.no_grad():
-        G.blocks[0][0].weight[:k] *= gain
+        _first_layer(G, "generator.code_gain")[:k] *= gain
     return "blocks.0.0.weight", f"rows z[:{k}] x {gain:g} (generator.code_gain)"
 
 
@@ -163,11 +168,8 @@ def _balance_latent(G: nn.Module) -> tuple[str, str]:
     """Scale the rows of ``G``'s first layer (one per entry of z) whose norm is above the rows' median down to it
     (``generator.balance_latent``), so that every entry of z moves the image about as much. Returns the tensor's
     name and how it changed, for the transfer report."""
-    if getattr(G, "kind", None) != "dcgan":
-        raise TransferError(f"generator.balance_latent needs a DCGAN generator, whose first layer reads z; "
-                            f"this recipe builds '{getattr(G, 'kind', type(G).__name__)}'")
     with torch.no_grad():
-        weight = G.blocks[0][0].weight  # (latent_dim, C, 4, 4): row i reads z[i]
+        weight = _first_layer(G, "generator.balance_latent")
         norms = weight.flatten(1).norm(dim=1)
         median = norms.median()
         scale = (median / norms).clamp(max=1)
