@@ -403,8 +403,9 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                             term = anchor(fake, reference, recipe.loss.anchor_size)
                             loss = loss + recipe.loss.anchor * term
                             meter.add("anchor", term)
-                        if ac:  # each fake read as its code's class by the head trained on real labels
-                            term = info_loss(fake_classes, z)
+                        if ac:  # each fake read as its code's class (or as any class, confidently) by the head
+                            confident = recipe.loss.classifier_target == "confident"  # trained on real labels
+                            term = cluster_loss(fake_classes) if confident else info_loss(fake_classes, z)
                             loss = loss + recipe.loss.classifier * term
                             meter.add("classifier", term)
                         if info:  # the code's cross-entropy on G's side: ln K while the head cannot read it

@@ -148,6 +148,10 @@ class LossConfig:
                                 "a K-way class head on D (on the pixel D of a projected one) learns the real images' "
                                 "labels, and G's loss adds this weight times the head's cross-entropy of each fake "
                                 "against its code, so that a fake draws its class clearly (0 = off)", 0)
+    classifier_target: Literal["code", "confident"] = _f(
+        "code", "what loss.classifier asks of each fake: 'code' (AC-GAN) is the head's cross-entropy against z's "
+                "code; 'confident' (CatGAN's generator term, Springenberg 2016) is the head's entropy on each fake "
+                "minus that of the batch's mean, so each fake is read as some class clearly, classes used evenly")
     info_cluster: float = _f(0.0, "weight of a clustering term on real images for the class head (RIM / CatGAN: "
                                   "mean entropy minus entropy of the batch mean); with it the head learns from real "
                                   "images only, and G must draw code c in the data's cluster c (0 = off)", 0)

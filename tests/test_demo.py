@@ -89,8 +89,8 @@ def test_inputs_are_checked():
 
 def test_facts_come_from_the_card_or_the_run(studio, tmp_path):
     text = facts(studio)
-    assert "64×64 grayscale" in text and "1,071,296 images (1071.3 kimg)" in text
-    assert "KID ×10³ 12.21 and FID 25.52 at 1071.3 kimg" in text
+    assert "64×64 grayscale" in text and "1,183,808 images (1183.81 kimg)" in text
+    assert "KID ×10³ 12.79 and FID 25.13 at 1183.8 kimg" in text
     run = tmp_path / "run"  # a run folder: its own metrics.jsonl, no card
     (run / "generator").mkdir(parents=True)
     for name in ("config.json", "model.safetensors"):
@@ -213,7 +213,7 @@ def shown(page, selector: str) -> bytes:
 def test_page_loads_with_the_card_facts(page):
     assert "ganxfer demo: dcgan-mnist-64" in page.title()
     facts_text = page.inner_text("#facts")
-    assert "1,071,296 images" in facts_text and "FID 25.52" in facts_text
+    assert "1,183,808 images" in facts_text and "FID 25.13" in facts_text
     assert page.locator("#seed textarea").input_value() == "0"
 
 

@@ -370,19 +370,26 @@ def test_frozen_discriminator_passes_gradient_to_the_images_only():
     assert all((p.grad is not None) == p.requires_grad for p in D.parameters())
 
 
-def test_classifier_head_learns_the_real_labels(mnist_env, tmp_path):
-    """loss.classifier (AC-GAN) on a projected D: the pixel D's class head, trained on real labels only, reads most
-    unseen real digits after a short run, and G's cross-entropy against its code is logged; the recipe refuses it
-    without a conditional D or without a pixel D."""
+@pytest.mark.parametrize("target", ["code", "confident"])
+def test_classifier_head_learns_the_real_labels(mnist_env, tmp_path, target):
+    """loss.classifier on a projected D: the pixel D's class head, trained on real labels only, reads most unseen
+    real digits after a short run, and G's term is logged: AC-GAN's cross-entropy against the code (>= 0), or
+    CatGAN's confidence term (mean entropy minus the batch mean's, in [-ln 10, ln 10], below 0 once the head reads
+    the fakes as some class); the recipe refuses it without a conditional D or without a pixel D."""
     run = tmp_path / "run"
     res = cli("train", "recipes/mnist_projected.yaml", *TINY, "--set", "data.limit=2048", "--set", "train.kimg=4",
               "--set", "train.batch_size=32", "--set", "train.log_every_kimg=1", "--set", "train.ema=0",
               "--set", "generator.init=null", "--set", "discriminator.backbone=test_efficientnet",
               "--set", "discriminator.pretrained=false", "--set", "discriminator.conditional=10",
-              "--set", "loss.classifier=1", "--run-dir", run)
+              "--set", "loss.classifier=1", "--set", f"loss.classifier_target={target}", "--run-dir", run)
     assert res.exit_code == 0, res.output
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"classifier"' in x]
-    assert len(rows) == 4 and all(math.isfinite(r["classifier"]) for r in rows)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    terms = [json.loads(x)["classifier"] for x in lines if '"classifier"' in x]
+    assert len(terms) == 4 and all(math.isfinite(t) for t in terms)
+    if target == "code":
+        assert min(terms) >= 0, terms
+    else:
+        assert all(abs(t) <= math.log(10) + 1e-4 for t in terms) and terms[-1] < 0, terms
     d = load_model(run / "discriminator").train()  # D judges a batch of reals on its own statistics, as in training
     digits, labels = load_mnist(train=False)
     x = F.interpolate(digits[:512, None].float(), size=32, mode="bilinear", antialias=True) / 127.5 - 1
