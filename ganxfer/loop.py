@@ -222,6 +222,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         info = recipe.loss.info_classes > 0  # InfoGAN: D's class head and G learn to agree on z's code
         cluster = info and recipe.loss.info_cluster > 0  # ... the head clustering the real images instead
         ac = recipe.loss.classifier > 0  # AC-GAN: D's class head learns the real labels, G draws its code's class
+        confident = recipe.loss.classifier_target == "confident"  # ... or CatGAN: G draws any class, confidently
         want = {"classes": True} if ac else {}
         saturate = recipe.loss.saturation > 0  # G also returns its output before the tanh, for the penalty
         layout = torch.channels_last if tr.channels_last else torch.contiguous_format
@@ -404,7 +405,6 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                             loss = loss + recipe.loss.anchor * term
                             meter.add("anchor", term)
                         if ac:  # each fake read as its code's class (or as any class, confidently) by the head
-                            confident = recipe.loss.classifier_target == "confident"  # trained on real labels
                             term = cluster_loss(fake_classes) if confident else info_loss(fake_classes, z)
                             loss = loss + recipe.loss.classifier * term
                             meter.add("classifier", term)
