@@ -1,12 +1,12 @@
-"""Border artefacts: how many samples carry a stripe or a checkered patch along an edge of the image.
+"""Border artefacts: the share of samples with a stripe or checkered patch along an edge, against real faces.
 
 A generator's border is judged less than its middle: a discriminator's strided convs see an edge pixel through
 fewer windows, and a zero-filled translation covers it half the time. Stripes and patches then come and go
-there during training (benchmarks/RESULTS.md). This measures them: for each side, the mean absolute difference
-between neighbouring pixels in the outer ``STRIP`` px, divided by the same in the strip ``INSET`` px further
-in (the busiest quarter of the edge against the whole inner strip). An image is flagged when some side's
-ratio exceeds ``FLAG``. Real anime faces: 4% of 1,000; the same faces with a 16 px checkered patch on the left
-edge: 74%.
+there during training (docs/research/losses-and-levers.md). This measures them: for each side, the mean
+absolute difference between neighbouring pixels in the outer ``STRIP`` px, divided by the same in the strip
+``INSET`` px further in (the busiest quarter of the edge against the whole inner strip). An image is
+flagged when some side's ratio exceeds ``FLAG``. Real anime faces: 4% of 1,000; the same faces with a 16 px
+checkered patch on the left edge: 74%.
 
 For a generator it also counts dark blotches (:func:`dark_blotches`): pixels driven so far below the tanh's
 range that D's gradient no longer reaches them. The blotched seed-2 run of 2026-12-05: 28% of samples; with

@@ -1,4 +1,6 @@
-"""The equal-time study: recipes trained for the same minutes of training wall time, scored from snapshots.
+"""The equal-time study: recipes trained for the same minutes, scored against the tutorial baseline (anime_dcgan).
+
+Each arm is trained for the same minutes of training wall time and scored from its snapshots.
 
 Train each arm with snapshots (one training at a time; the machine must be otherwise idle)::
 

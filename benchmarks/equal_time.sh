@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The equal-time study: each recipe trained for MINUTES of training wall time (one at a time, on an otherwise
-# idle machine), with snapshots, then every snapshot scored and the report written (benchmarks/equal_time.py).
+# The equal-time study: recipes trained for the same MINUTES, scored against the tutorial baseline anime_dcgan.
+# Each recipe is trained for MINUTES of training wall time (one at a time, on an otherwise idle machine), with
+# snapshots, then every snapshot scored and the report written (benchmarks/equal_time.py).
 #   bash benchmarks/equal_time.sh [MINUTES=30] [SEED=0] [STUDY=runs/study] [RECIPE ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,4 +1,8 @@
-"""Which horizon should the exported EMA generator average over? Rebuilt after the fact from weight dumps.
+"""A one-off study, not a maintained benchmark: the exported EMA rebuilt with other horizons, against the recipe's.
+
+Which horizon should the exported EMA generator average over? Rebuilt after the fact from weight dumps. The study
+is done (docs/research/losses-and-levers.md: longer horizons do not pay); the script stays because
+tests/test_ema.py checks its arithmetic.
 
 Train with every checkpoint kept (``--set train.keep_checkpoints=1000``; they are 5 kimg apart in the
 recipes), or copy ``G.safetensors``, ``ema.safetensors`` and ``trainer.json`` out of each as the run writes
@@ -11,7 +15,8 @@ between dumps, with the run's warm-started generator as step 0. BatchNorm is rec
 before an export, and each export is scored (KID from 500 fakes against 2,000 reals, precision/recall on
 500 : 500). The recipe's own schedule is rebuilt too, as a check on the interpolation: the script prints its
 distance to the run's real ``ema.safetensors``; compare its scores with the run's last snapshot's (within 0.001
-and 0.005 KID on the two runs of RESULTS.md: good enough to rank horizons rebuilt alike, not to the last digit).
+and 0.005 KID on the two runs of
+docs/research/losses-and-levers.md: good enough to rank horizons rebuilt alike, not to the last digit).
 
 Schedules (``t`` is the step, ``r`` a fraction of the steps so far):
 

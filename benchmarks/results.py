@@ -1,4 +1,8 @@
-"""Shared by the benchmark scripts: add a row to a benchmark's table in RESULTS.md."""
+"""Shared by the benchmark scripts: add a row to a benchmark's table in RESULTS.md.
+
+benchmarks/RESULTS.md holds the current tables only (the docs site shows it as docs/results.md); each maintained
+benchmark appends under its own heading there. Superseded rows move to the study's page in docs/research/.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Soak test of exact resume: a small MNIST run killed (SIGKILL) N times, resumed each time, compared with an
-uninterrupted run for bit-identical exported generator and discriminator weights.
+"""Exact resume under SIGKILL, against an uninterrupted run of the same recipe (bit-identical G and D expected).
+
+A small MNIST run is killed (SIGKILL) N times and resumed each time; its exported generator and discriminator
+weights are compared with the uninterrupted run's.
 
 Kills alternate between a random moment of the run and the moment a checkpoint write (``.tmp-*``) or prune
 (``.old-*``) is seen in progress. Each attempt after a kill resumes (or starts again, when no checkpoint

@@ -1,5 +1,6 @@
-"""CPU cost of one full training step (G forward, D on real and fake, D backward and Adam, G backward through D
-and Adam) for discriminator variants, against the tutorial DCGAN (anime_dcgan) in the same run.
+"""One full training step per discriminator variant, timed against the tutorial DCGAN (anime_dcgan) in the same run.
+
+A step is G forward, D on real and fake, D backward and Adam, G backward through D and Adam, on the CPU.
 
 Each variant is a recipe plus ``--set`` overrides, with extra switches: ``bf16`` (autocast), ``channels_last``
 (weights and images), ``compile`` (``torch.compile`` of G and D, default mode; give it ``--warmup 3`` so
