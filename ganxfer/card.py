@@ -29,6 +29,19 @@ SAMPLES = "samples.png"
 REPO_URL = "https://github.com/ganxfer/ganxfer"
 HUB_DATASETS = {"mnist": "ylecun/mnist"}  # data.path shortcuts -> their Hub dataset ids
 KIND_NAMES = {"dcgan": "DCGAN", "projected": "Projected GAN"}
+# Recipe keys that may hold a path of the machine that trained -> (what kind of value, placeholder, what goes
+# there). In the uploaded recipe.yaml a local path becomes the placeholder, with a comment; Hub ids, 'mnist',
+# hub:owner/name datasets and bundled model names stay.
+BLANKS = {("data", "path"): ("data", "<your images>", "your copy of the training images (a folder or zip of "
+                                                      "images, or hub:owner/name)"),
+          ("eval", "data"): ("data", "<your reference images>", "your copy of the reference images (a folder or "
+                                                                "zip of images, or hub:owner/name)"),
+          ("generator", "init"): ("source", "<the warm-start generator>", "your copy of the warm-start generator "
+                                                                         "(a folder, bundled name or Hub id)"),
+          ("discriminator", "init"): ("source", "<the warm-start discriminator>", "your copy of the warm-start "
+                                                                                 "discriminator (a folder or Hub id)"),
+          ("discriminator", "pretrained_file"): ("file", "<backbone weights>", "your copy of the backbone's "
+                                                                              ".safetensors weights")}
 
 
 # The model card; ``card_data`` is the YAML metadata (:func:`card_data`), the rest model_card's arguments.
@@ -68,7 +81,13 @@ From the shell: `ganxfer sample {{ repo_id }} --num 64 --out grid.png`.
 {% for key, value in training -%}
 | {{ key }} | {{ value }} |
 {% endfor -%}
-{% if has_recipe %}
+{% if has_recipe and blanks %}
+The full recipe is [`recipe.yaml`](recipe.yaml). Its {{ blank_keys }} held \
+{{ 'a path' if blanks|length == 1 else 'paths' }} of the machine that trained this model, left blank there: \
+set {{ 'it' if blanks|length == 1 else 'them' }} to your copies (the comments in the file say what goes there); \
+then `ganxfer train recipe.yaml{% for key, value in blanks %} --set {{ key }}={{ value }}{% endfor %}` repeats \
+the run.
+{% elif has_recipe %}
 The full recipe is [`recipe.yaml`](recipe.yaml); `ganxfer train recipe.yaml` repeats the run.
 {% endif -%}
 {% else -%}
@@ -107,6 +126,7 @@ class RunInfo:
     transfer_source: str | None = None
     base_model: str | None = None
     hardware: str | None = None
+    local: dict[tuple[str, str], str] = field(default_factory=dict)  # recipe keys holding local paths -> value
 
     @property
     def wall_s(self) -> float | None:
@@ -156,11 +176,12 @@ def run_info(run: Path | None, hardware: str | None = None) -> RunInfo:
              for p in run.glob("checkpoints/step-*/trainer.json")]
     seen = [s for s in seen if isinstance(s, int)]
     info.images_seen = max(seen) if seen else None
-    transfer = _json((run / "transfer.json").read_text(errors="replace")).get("generator", {}) \
-        if (run / "transfer.json").is_file() else {}
-    transfer = transfer if isinstance(transfer, dict) else {}
+    transfers = _json((run / "transfer.json").read_text(errors="replace")) if (run / "transfer.json").is_file() else {}
+    transfers = {role: t for role, t in transfers.items() if isinstance(t, dict)}
+    transfer = transfers.get("generator", {})
     info.transfer_source = transfer.get("source") or (info.recipe.get("generator") or {}).get("init")
     info.base_model = base_model(info.transfer_source, transfer.get("source_dir"))
+    info.local = local_paths(info.recipe, transfers)
     info.hardware = hardware or next((str(r[k]) for r in info.rows for k in ("hardware", "device") if r.get(k)), None)
     return info
 
@@ -173,6 +194,65 @@ def base_model(source: str | None, source_dir: str | None = None) -> str | None:
     if source_dir is not None:  # transfer.json says where it was loaded from: the Hub cache, or not
         return repo if f"models--{repo.replace('/', '--')}" in source_dir else None
     return None if Path(source).expanduser().exists() or (BUNDLED / source).is_dir() else repo
+
+
+def local_paths(recipe: dict, transfers: dict | None = None) -> dict[tuple[str, str], str]:
+    """The values of ``recipe`` that are local paths of this machine, by (section, key). ``transfers``: the run's
+    transfer.json, which records where each warm start was loaded from."""
+    found = {}
+    for (section, key), (kind, _, _) in BLANKS.items():
+        value = (recipe.get(section) or {}).get(key) if isinstance(recipe.get(section) or {}, dict) else None
+        if not isinstance(value, str) or not value:
+            continue
+        source_dir = ((transfers or {}).get(section) or {}).get("source_dir")
+        if kind == "file" or (kind == "data" and value not in HUB_DATASETS and not value.startswith("hub:")) \
+                or (kind == "source" and _local_source(value, source_dir)):
+            found[(section, key)] = value
+    return found
+
+
+def _local_source(value: str, source_dir: str | None) -> bool:
+    """Whether a warm start (``generator.init``) named a local folder rather than a bundled model or a Hub id."""
+    if "/" not in value and (BUNDLED / value).is_dir():
+        return False
+    if source_dir is not None:  # where it was loaded from: a Hub id lands in the Hub cache's models--owner--name
+        return "models--" not in source_dir
+    path = Path(value).expanduser()
+    return path.is_absolute() or value.startswith((".", "~")) or path.exists() or parse_hub_id(value) is None
+
+
+def public_recipe(text: str, local: dict[tuple[str, str], str]) -> str:
+    """The recipe YAML ``text`` with each ``local`` path replaced by its placeholder and a comment saying what goes
+    there (:data:`BLANKS`); still a valid recipe, apart from the placeholders."""
+    recipe = yaml.safe_load(text)
+    notes = {}
+    for (section, key), value in local.items():
+        _, placeholder, what = BLANKS[(section, key)]
+        recipe[section][key] = placeholder
+        name = short_path(value).replace("\n", " ")
+        notes[(section, key)] = (f"set {section}.{key} to {what}; the run read {name} on the machine that trained it")
+    head = "# The recipe of this model's run. Keys marked below held local paths of the machine that trained it.\n"
+    return head + _comment(yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), notes)
+
+
+def short_path(value: str) -> str:
+    """The last part of a local path, which says what it was without where: ``anime-faces-64``, and for a run's
+    export the run too (``cond/generator``)."""
+    path = Path(value)
+    return "/".join(path.parts[-2:] if path.name in ("generator", "discriminator") else path.parts[-1:]) or value
+
+
+def _comment(text: str, notes: dict[tuple[str, str], str]) -> str:
+    """YAML ``text`` of sections of keys (as ``yaml.safe_dump`` writes a recipe) with ``notes[(section, key)]`` as
+    a comment at the end of that key's line."""
+    lines, section = [], None
+    for line in text.splitlines():
+        if line and not line[0].isspace():
+            section = line.split(":", 1)[0]
+        elif line.startswith("  ") and not line[2].isspace() and (section, line[2:].split(":", 1)[0]) in notes:
+            line += f"  # {notes[(section, line[2:].split(':', 1)[0])]}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def _dataset(path: str | None) -> tuple[str | None, str | None, str]:
@@ -216,7 +296,9 @@ def _describe(config: dict, info: RunInfo) -> str:
             text += f" against a {KIND_NAMES.get(disc['kind'], disc['kind'])} discriminator"
     if info.transfer_source:
         src = info.transfer_source
-        shown = f"[{info.base_model}](https://huggingface.co/{info.base_model})" if info.base_model else f"`{src}`"
+        local = ("generator", "init") in info.local or (info.base_model is None and _local_source(src, None))
+        shown = f"[{info.base_model}](https://huggingface.co/{info.base_model})" if info.base_model else \
+            f"a local generator (`{short_path(src)}`)" if local else f"`{src}`"
         text += f", warm-started from {shown}"
     return text + ". Weights are safetensors, and `config.json` rebuilds the exact network; nothing is unpickled."
 
@@ -284,8 +366,20 @@ def model_card(repo_id: str, config: dict, info: RunInfo, files: list[str], lice
         card_data(config, info, license), template_str=CARD_TEMPLATE, name=repo_id.split("/")[-1], repo_id=repo_id,
         description=_describe(config, info), samples=SAMPLES, space=space, channels=config.get("channels", 3),
         resolution=config.get("resolution"), discriminator=any(f.startswith("discriminator/") for f in files),
-        training=_training(info), has_recipe="recipe.yaml" in files, evaluation=_evaluation(info),
+        training=_training(info), has_recipe="recipe.yaml" in files, blanks=_blanks(info.local),
+        blank_keys=_and([f"{section}.{key}" for section, key in info.local]),
+        evaluation=_evaluation(info),
         eval_num=(info.recipe.get("eval") or {}).get("num", "?"), files=files)
+
+
+def _blanks(local: dict[tuple[str, str], str]) -> list[tuple[str, str]]:
+    """(dotted key, example value for --set) of each key left blank in the uploaded recipe."""
+    return [(f"{section}.{key}", f"PATH/TO/{short_path(value)}") for (section, key), value in local.items()]
+
+
+def _and(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
 
 
 def _inside(path: Path, root: Path) -> Path:
@@ -350,6 +444,8 @@ def build_upload(source: str, repo_id: str, out: Path, with_discriminator: bool 
         _copy_model(discriminator, out / "discriminator", root)
     if run is not None and (run / "recipe.yaml").is_file():
         _copy(run / "recipe.yaml", out / "recipe.yaml", root)
+        if info.local:  # no path of this machine goes out: a placeholder and a comment take its place
+            (out / "recipe.yaml").write_text(public_recipe((out / "recipe.yaml").read_text(), info.local))
     _grid(run, generator, info, out / SAMPLES, root)
     files = sorted([p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()] + ["README.md"])
     model_card(repo_id, read_config(generator), info, files, license, space).save(out / "README.md")

@@ -244,6 +244,7 @@ def build_demo(source: str, device: str | None = None) -> gr.Blocks:
                                buttons=["download", "fullscreen"])
                 files = gr.File(label="download", file_count="multiple", interactive=False, elem_id="interp-files")
         go.click(on_grid, [seed, count, scale], [image, download, status], api_name="grid")
+        page.load(on_grid, [seed, count, scale], [image, download, status], api_visibility="private")  # no blank grid
         morph.click(on_interpolate, [seed_a, seed_b, frames, scale], [sheet, gif, files, morph_status],
                     api_name="interpolate")
     return page

@@ -60,6 +60,11 @@ MAX_RESOLUTION = int(field_range(DataConfig, "resolution")[1])  # image side, as
 KID_SUBSETS = 100
 CACHE_FORMAT = 1  # bump when cached features change meaning
 GEN_CHUNK = 500  # generated images per .sample() call: the images depend on the seed only, not on --batch
+# Generated images when --num is not given. Inception runs at ~2-9 images/s on a 2-core CPU (measured: 110-220 s
+# per 1,000 images on a quiet machine, 490-630 s on a busy one; benchmarks/inception_speed.py), so 10,000 take
+# from 20 minutes to well over an hour there.
+DEFAULT_NUM_GPU, DEFAULT_NUM_CPU = 10_000, 1_000
+PROBE = 8  # images timed (after as many for warm-up) to estimate how long an evaluation takes here
 INSTALL = "pip install torch-fidelity==0.4.0"  # a core dependency: only a broken install lacks it
 # Extra feature extractors by name -> factory(device) returning a module with ``.name`` that maps uint8
 # (B, 3, H, W) to float (B, D). Stand-ins for tests and plugins; torch-fidelity's registry is the fallback.
@@ -95,6 +100,11 @@ def parse_metrics(spec: str | list[str]) -> list[str]:
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_num(device: torch.device | str) -> int:
+    """Generated images scored when none are asked for: 10,000 on an accelerator, 1,000 on a CPU."""
+    return DEFAULT_NUM_CPU if torch.device(device).type == "cpu" else DEFAULT_NUM_GPU
 
 
 # --- features --------------------------------------------------------------------------------------------
@@ -203,6 +213,17 @@ def fingerprint(cfg: DataConfig, extractor: str) -> str:
     return h.hexdigest()[:32]
 
 
+def cached_features(cfg: DataConfig, extractor: str, cache: Path | None = None) -> torch.Tensor | None:
+    """The cached features of ``cfg``'s images by ``extractor`` (a name), or None when not cached."""
+    import safetensors.torch
+
+    path = (Path(cache) if cache is not None else cache_dir()) / f"{fingerprint(cfg, extractor)}.safetensors"
+    if not path.is_file():
+        return None
+    log.info("features of %s: cache hit %s", cfg.path, path)
+    return safetensors.torch.load_file(str(path))["features"]
+
+
 def dataset_features(cfg: DataConfig, extractor: nn.Module, batch: int = 64, cache: Path | None = None,
                      data: ImageSet | None = None) -> tuple[torch.Tensor, bool]:
     """Features of the images ``load_data(cfg)`` yields, and whether they came from the on-disk cache.
@@ -210,10 +231,10 @@ def dataset_features(cfg: DataConfig, extractor: nn.Module, batch: int = 64, cac
     import safetensors.torch
 
     cache = Path(cache) if cache is not None else cache_dir()
+    hit = cached_features(cfg, extractor.name, cache)
+    if hit is not None:
+        return hit, True
     path = cache / f"{fingerprint(cfg, extractor.name)}.safetensors"
-    if path.is_file():
-        log.info("features of %s: cache hit %s", cfg.path, path)
-        return safetensors.torch.load_file(str(path))["features"], True
     data = load_data(cfg) if data is None else data
     t0 = time.time()
     feats = features_of(image_batches(data, batch), extractor, len(data), desc=f"features of {cfg.path}")
@@ -348,12 +369,15 @@ def is_image_source(source: str) -> bool:
 def evaluate(source: str, data: str, num: int | None = None, num_real: int | None = None,
              metrics: str | list[str] = "fid,kid,pr", batch: int = 64, resolution: int | None = None,
              kid_subset_size: int | None = None, seed: int = 0, device: str | None = None,
-             extractor: str = EXTRACTOR, cache: Path | None = None) -> dict:
+             extractor: str = EXTRACTOR, cache: Path | None = None,
+             say: Callable[[str], None] | None = None) -> dict:
     """Score SOURCE (a generator source or a folder/zip of images) against the real images at ``data``.
 
-    ``num`` generated images (default 10,000; for an image folder, its first ``num``, default all) against
-    the first ``num_real`` images of ``data`` (default all), at the generator's resolution and channels
-    (for an image folder: RGB at its first image's short side, unless ``resolution`` is given).
+    ``num`` generated images (default :func:`default_num`: 10,000 on an accelerator, 1,000 on a CPU; for an image
+    folder, its first ``num``, default all) against the first ``num_real`` images of ``data`` (default all), at
+    the generator's resolution and channels (for an image folder: RGB at its first image's short side, unless
+    ``resolution`` is given). With ``say``, one line before any features are extracted tells how many images will
+    be and, from a timed probe, about how long that takes here (:func:`plan_line`).
     """
     names = parse_metrics(metrics)
     t0 = time.time()
@@ -364,20 +388,34 @@ def evaluate(source: str, data: str, num: int | None = None, num_real: int | Non
     if not is_image_source(source):  # a bad generator fails before the feature network loads
         generator = load_generator(source).to(dev)
     net = load_extractor(extractor, dev)  # missing weights fail before any image is read
-    cached = {}
     if generator is None:
-        side = resolution or _first_image_side(source)
+        side, channels = resolution or _first_image_side(source), 3
         fake_cfg = DataConfig(path=str(source), resolution=side, channels=3, limit=num)
-        fake, cached["fake"] = dataset_features(fake_cfg, net, batch, cache)
-        channels = 3
+        fake_hit, fake_data = _cached_or_loaded(fake_cfg, net.name, cache)
     else:
         _, channels, side, _ = generator.sample(1, seed=seed).shape
         if resolution and resolution != side:
             raise MetricsError(f"--resolution {resolution} differs from the generator's {side}; drop it")
-        fake = features_of(generated_batches(generator, num or 10_000, batch, seed), net, num or 10_000,
-                           desc="features of generated images")
+        num = num or default_num(dev)
     real_cfg = DataConfig(path=str(data), resolution=side, channels=channels, limit=num_real)
-    real, cached["real"] = dataset_features(real_cfg, net, batch, cache)
+    real_hit, real_data = _cached_or_loaded(real_cfg, net.name, cache)  # a bad --data fails before extraction
+    if say is not None:
+        n_fake = num if generator is not None else len(fake_hit if fake_hit is not None else fake_data)
+        fake_todo = n_fake if generator is not None or fake_hit is None else 0
+        real_todo = 0 if real_hit is not None else len(real_data)
+        rate = images_per_second(net, side) if fake_todo + real_todo else None
+        bigger = DEFAULT_NUM_GPU if generator is not None and num < DEFAULT_NUM_GPU else None
+        say(plan_line(n_fake, len(real_hit if real_hit is not None else real_data), fake_todo, real_todo,
+                      "generated" if generator is not None else "source", dev, net.name, rate, bigger))
+    cached = {}
+    if generator is None:
+        fake, cached["fake"] = (fake_hit, True) if fake_hit is not None else \
+            dataset_features(fake_cfg, net, batch, cache, data=fake_data)
+    else:
+        fake = features_of(generated_batches(generator, num, batch, seed), net, num,
+                           desc="features of generated images")
+    real, cached["real"] = (real_hit, True) if real_hit is not None else \
+        dataset_features(real_cfg, net, batch, cache, data=real_data)
     scores = compute_metrics(fake, real, names, kid_subset_size)
     return {**{k: scores.get(k) for k in KEYS}, "num_fake": len(fake), "num_real": len(real),
             "collapse": collapsed(scores), "metrics": names, "feature_extractor": net.name,
@@ -387,6 +425,59 @@ def evaluate(source: str, data: str, num: int | None = None, num_real: int | Non
             "source": str(source), "data": str(data), "resolution": side, "channels": channels,
             "cache_hit": cached, "device": str(dev),
             "seconds": round(time.time() - t0, 2), "versions": versions()}
+
+
+def _cached_or_loaded(cfg: DataConfig, extractor: str, cache: Path | None) -> tuple[torch.Tensor | None,
+                                                                                     ImageSet | None]:
+    """(cached features, None) on a cache hit, else (None, the images): what is left to extract is known."""
+    hit = cached_features(cfg, extractor, cache)
+    return (hit, None) if hit is not None else (None, load_data(cfg))
+
+
+@torch.no_grad()
+def images_per_second(extractor: nn.Module, side: int, n: int = PROBE) -> float:
+    """Images/s of ``extractor`` on this machine now: ``n`` random uint8 images of ``side`` px, timed after one
+    warm-up pass of as many (allocations, kernel choice). Torch's global random state is not consumed."""
+    device = next(extractor.parameters(), torch.empty(0)).device
+    x = torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8,
+                      generator=torch.Generator().manual_seed(0)).to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    extractor(x)
+    sync()
+    t = time.perf_counter()
+    extractor(x)
+    sync()
+    return n / max(time.perf_counter() - t, 1e-6)
+
+
+def plan_line(n_fake: int, n_real: int, fake_todo: int, real_todo: int, what: str, device: torch.device | str,
+              extractor: str, rate: float | None, bigger: int | None = None) -> str:
+    """What an evaluation is about to do: images scored, how many need features, the rate measured here and the
+    time it implies; with ``bigger``, the time ``--num bigger`` would take. Times are rounded to whole minutes:
+    a probe of a few images on a shared CPU says no more."""
+    name = "Inception" if extractor == EXTRACTOR else extractor
+    head = f"scoring {n_fake:,} {what} + {n_real:,} real images with {name} on {device}"
+    todo = fake_todo + real_todo
+    if not todo or not rate:
+        return f"{head}: all features cached"
+    cached = n_fake + n_real - todo
+    line = (f"{head}: {todo:,} to extract{f' ({cached:,} cached)' if cached else ''} at {_rate(rate)} images/s "
+            f"(timed here on {PROBE} just now): {_duration(todo / rate)}")
+    if bigger:
+        line += f"; --num {bigger} would take {_duration((bigger + real_todo) / rate)}"
+    return line
+
+
+def _rate(rate: float) -> str:
+    """Two significant figures: ``8.9``, ``47``, ``1,300``."""
+    return f"{rate:.1f}" if rate < 10 else f"{float(f'{rate:.2g}'):,.0f}"
+
+
+def _duration(seconds: float) -> str:
+    """``under a minute``, ``about 7 min``, ``about 2.6 h``."""
+    if seconds < 60:
+        return "under a minute"
+    return f"about {seconds / 60:.0f} min" if seconds < 90 * 60 else f"about {seconds / 3600:.1f} h"
 
 
 def _first_image_side(source: str) -> int:

@@ -218,6 +218,25 @@ def test_page_loads_with_the_card_facts(page):
 
 
 @pytest.mark.browser
+def test_page_opens_with_a_grid_before_any_click(page, server):
+    """A fresh page draws its fields' grid (seed 0, 16 images) on load: no empty frame until Generate is clicked."""
+    from playwright.sync_api import expect as pw_expect
+
+    fresh = page.context.browser.new_page(viewport={"width": 1200, "height": 900})
+    try:
+        fresh.set_default_timeout(60_000)
+        fresh.goto(server)
+        pw_expect(fresh.locator("#grid-status")).to_contain_text("16 image(s) of seed 0 at scale 1")
+        first = shown(fresh, "#grid")
+        expected = to_pil_image(make_grid(load_generator(MODEL).sample(16, seed=0), nrow=4, padding=PAD,
+                                          normalize=True, value_range=(-1, 1)))
+        assert np.abs(pixels(first) - pixels(expected)).max() <= 1
+        assert fresh.locator("#grid-file a").first.get_attribute("download") == "grid-seed0-n16-scale1.png"
+    finally:
+        fresh.close()
+
+
+@pytest.mark.browser
 def test_generate_shows_the_seeds_grid(page, tmp_path):
     run(page, "#generate", "#grid-status", {"#seed": "1", "#count": "16"}, "16 image(s) of seed 1")
     one = shown(page, "#grid")
@@ -264,6 +283,21 @@ def test_limits_are_enforced_on_the_server(page, server):
     call = page.request.post(server + "gradio_api/call/grid", data={"data": ["0", 1000, 1.0]})
     answer = page.request.get(server + f"gradio_api/call/grid/{call.json()['event_id']}").text()
     assert "count must be from 1 to 64" in answer and "event: complete" in answer
+
+
+def test_the_page_draws_its_first_grid_on_load(gradio):
+    """The page's load event runs the grid of the fields' initial values (what the browser test sees), and only
+    the Generate button's event is the public API."""
+    from ganxfer.demo import build_demo
+
+    page = build_demo(MODEL, "cpu")
+    on_load = [f for f in page.fns.values() if any(trigger == "load" for _, trigger in f.targets)]
+    assert len(on_load) == 1 and on_load[0].api_visibility == "private"
+    values = [block.value for block in on_load[0].inputs]
+    assert values == ["0", 16, 1.0]  # seed, count, latent scale as the page opens
+    image, path, status = on_load[0].fn(*values)
+    assert status.startswith("16 image(s) of seed 0 at scale 1") and image.size == (4 * (64 + PAD) + PAD,) * 2
+    assert [f.api_name for f in page.fns.values() if f.api_visibility == "public"] == ["grid", "interpolate"]
 
 
 def test_torch_is_untouched_by_the_page(studio):

@@ -21,7 +21,7 @@ from PIL import Image
 
 import ganxfer
 from ganxfer import hubdata, sources
-from ganxfer.card import build_upload, card_facts
+from ganxfer.card import build_upload, card_facts, local_paths
 from ganxfer.cli import main
 from ganxfer.data import load_data
 from ganxfer.nets import ModelFormatError, export_model, load_model
@@ -316,6 +316,70 @@ def test_push_offline_and_bad_ids_are_one_line(tmp_path, cache):
     (tmp_path / "busy" / "x").write_text("")
     res = CliRunner().invoke(main, ["push", str(run), "a/b", "--dry-run", str(tmp_path / "busy")])
     assert res.exit_code == 2 and "not an empty folder" in res.output
+
+
+def test_pushed_recipe_holds_no_local_path(tmp_path):
+    """A run on local images, warm-started from local folders: the uploaded recipe.yaml has a placeholder and a
+    comment where each path of this machine was, loads back as a recipe, and trains once data.path is set; the card
+    says which keys to set. 'mnist', hub: datasets, Hub ids and bundled names stay."""
+    images = tmp_path / "private" / "anime-faces-32"
+    images.mkdir(parents=True)
+    for i in range(4):
+        Image.new("L", (32, 32), 60 * i).save(images / f"{i}.png")
+    export_model(small_g(1), tmp_path / "private" / "base-g", "generator")
+    export_model(small_d(), tmp_path / "private" / "base-d", "discriminator")
+    run = make_run(tmp_path)
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["data"]["path"] = str(images)
+    recipe["eval"]["data"] = "mnist"
+    recipe["generator"]["init"] = str(tmp_path / "private" / "base-g")
+    recipe["discriminator"].update(init=str(tmp_path / "private" / "base-d"),
+                                   pretrained_file=str(tmp_path / "private" / "lite0.safetensors"))
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    (run / "transfer.json").write_text(json.dumps({role: {"source": recipe[role]["init"],
+                                                          "source_dir": recipe[role]["init"]}
+                                                   for role in ("generator", "discriminator")}))
+    res = CliRunner().invoke(main, ["push", str(run), "someone/anime-gan", "--dry-run", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "out" / "recipe.yaml").read_text()
+    assert str(tmp_path) not in text and "private" not in text
+    assert str(tmp_path) not in (tmp_path / "out" / "README.md").read_text()
+    lines = text.splitlines()
+    for key, placeholder, name in (("path", "<your images>", "anime-faces-32"),
+                                   ("init", "<the warm-start generator>", "base-g"),
+                                   ("init", "<the warm-start discriminator>", "base-d"),
+                                   ("pretrained_file", "<backbone weights>", "lite0.safetensors")):
+        line = next(x for x in lines if x.startswith(f"  {key}: {placeholder}  # set "))
+        assert f"the run read {name} on the machine that trained it" in line, line
+    loaded = yaml.safe_load(text)  # valid YAML, the same recipe but for the placeholders
+    assert loaded["data"]["path"] == "<your images>" and loaded["eval"]["data"] == "mnist"
+    assert loaded["generator"]["init"] == "<the warm-start generator>"
+    assert {k: v for k, v in loaded.items() if k not in ("data", "generator", "discriminator")} == \
+        {k: v for k, v in recipe.items() if k not in ("data", "generator", "discriminator")}
+    assert load_recipe(tmp_path / "out" / "recipe.yaml").data.path == "<your images>"
+    copy = load_recipe(tmp_path / "out" / "recipe.yaml", [f"data.path={images}"])
+    assert len(load_data(copy.data)) == 4  # set data.path, and the data loads
+    card = ModelCard.load(tmp_path / "out" / "README.md").text
+    assert ("Its data.path, generator.init, discriminator.init and discriminator.pretrained_file held paths of the "
+            "machine that trained this model, left blank there: set them to your copies") in card
+    assert "`ganxfer train recipe.yaml --set data.path=PATH/TO/anime-faces-32 --set generator.init=PATH/TO/base-g" \
+        in card and "warm-started from a local generator (`base-g`)" in card
+
+
+def test_recipe_without_local_paths_is_uploaded_as_it_is(tmp_path):
+    run = make_run(tmp_path)  # hub: data, a Hub warm start (transfer.json: loaded from the Hub cache)
+    build_upload(str(run), "someone/anime-gan", tmp_path / "out")
+    assert (tmp_path / "out" / "recipe.yaml").read_bytes() == (run / "recipe.yaml").read_bytes()
+    assert "The full recipe is [`recipe.yaml`](recipe.yaml); `ganxfer train recipe.yaml` repeats the run." \
+        in (tmp_path / "out" / "README.md").read_text()
+    hub_dir = {"generator": {"source_dir": "/c/hub/models--someone--base/snapshots/" + SHA_A}}
+    assert local_paths({"data": {"path": "mnist"}, "eval": {"data": "hub:huggan/anime-faces"},
+                        "generator": {"init": "dcgan-mnist-64"}, "discriminator": {"init": "someone/d@v1"}}) == {}
+    assert local_paths({"generator": {"init": "someone/base"}}, hub_dir) == {}
+    assert local_paths({"generator": {"init": "someone/base"}}, {"generator": {"source_dir": "/w/someone/base"}}) \
+        == {("generator", "init"): "someone/base"}  # a local folder that looks like a Hub id
+    assert local_paths({"generator": {"init": "runs/m14/cond/generator"}, "data": {"path": "faces.zip"}}) == \
+        {("generator", "init"): "runs/m14/cond/generator", ("data", "path"): "faces.zip"}
 
 
 # --- datasets from the Hub ---------------------------------------------------------------------------------

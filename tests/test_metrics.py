@@ -139,6 +139,30 @@ def test_cli_second_call_hits_the_cache(sets, anime_vs_anime, tmp_path, monkeypa
             "versions"} <= r.keys()
     assert r["versions"]["torch_fidelity"] == "0.4.0" and r["versions"]["torch"] == torch.__version__
     assert r["kid_mean"] == anime_vs_anime["kid_mean"] and r["recall"] == anime_vs_anime["recall"]
+    assert "scoring 12 source + 12 real images with Inception on cpu: all features cached" in res.stderr
+
+
+def test_cli_says_what_it_will_extract_and_how_long_before_scoring(sets, anime_vs_mnist, tmp_path, monkeypatch):
+    """A generator against cached reals: one line on stderr, before the first feature, with the rate measured here
+    and the time it implies for this --num and for --num 10000."""
+    import re
+
+    monkeypatch.setenv("GANXFER_CACHE", str(sets["cache"]))
+    folder = export_model(DCGANGenerator(resolution=64, channels=3, ngf=8), tmp_path / "g", "generator")
+    res = cli("evaluate", folder, "--data", sets["M"], "--num", N, "--metrics", "kid", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    line = res.stderr.splitlines()[0]
+    found = re.fullmatch(r"scoring 12 generated \+ 12 real images with Inception on cpu: 12 to extract \(12 cached\) "
+                         r"at ([\d.,]+) images/s \(timed here on 8 just now\): under a minute; "
+                         r"--num 10000 would take (under a minute|about [\d.]+ (min|h))", line)
+    assert found, line
+    rate = float(found.group(1).replace(",", ""))
+    assert 0.1 < rate < 10_000  # Inception on a CPU: a few images/s
+    # the reals are cached: only the generated images cost (the rate shown is rounded to two figures, the time too)
+    value, unit = found.group(2).split()[1:] if found.group(3) else ("0.5", "min")
+    seconds = float(value) * (60 if unit == "min" else 3600)
+    assert 10_000 / (rate * 1.05) * 0.95 <= seconds <= 10_000 / (rate * 0.95) * 1.05 + 30, line
+    assert res.output.index("scoring") < res.output.index("features of generated images") < res.output.index("KID")
 
 
 # --- plumbing with the stand-in extractor -------------------------------------------------------------------
@@ -154,6 +178,36 @@ def test_generated_images_are_quantised_like_pngs(tiny, sets, tmp_path):
     fed = torch.cat(tiny.seen)[:12]  # generated first, then the real set
     expected = to_uint8(gen.eval().sample(12, seed=0))
     assert torch.equal(fed, expected.expand(-1, 3, -1, -1))
+
+
+def test_default_num_is_cpu_sized(tiny, sets, tmp_path):
+    """Without --num a CPU scores 1,000 generated images (Inception would take half an hour or more for 10,000
+    there); any accelerator 10,000."""
+    assert metrics.default_num("cpu") == 1_000
+    assert metrics.default_num(torch.device("cuda", 0)) == metrics.default_num("mps") == 10_000
+    folder = export_model(DCGANGenerator(resolution=64, channels=3, ngf=8), tmp_path / "g", "generator")
+    lines = []
+    r = metrics.evaluate(str(folder), str(sets["M"]), metrics="kid", extractor="tiny-test", device="cpu",
+                         cache=tmp_path / "cache", say=lines.append)
+    assert r["num_fake"] == 1_000 and sum(len(x) for x in tiny.seen) == 2 * metrics.PROBE + 1_000 + N
+    assert lines[0].startswith(f"scoring 1,000 generated + {N} real images with tiny-test on cpu: 1,012 to extract at ")
+
+
+def test_plan_line_arithmetic():
+    line = metrics.plan_line(1_000, 2_000, 1_000, 2_000, "generated", "cpu", metrics.EXTRACTOR, 4.04, 10_000)
+    assert line == ("scoring 1,000 generated + 2,000 real images with Inception on cpu: 3,000 to extract at 4.0 "
+                    "images/s (timed here on 8 just now): about 12 min; --num 10000 would take about 50 min")
+    line = metrics.plan_line(500, 2_000, 500, 0, "generated", "cuda", metrics.EXTRACTOR, 1234.5)
+    assert line.endswith("500 to extract (2,000 cached) at 1,200 images/s (timed here on 8 just now): under a minute")
+    assert metrics._duration(10_000 / 1.5) == "about 1.9 h"
+    assert metrics.plan_line(9, 9, 0, 0, "source", "cpu", "tiny", None).endswith("tiny on cpu: all features cached")
+
+
+def test_the_probe_leaves_torch_random_state_alone(tiny):
+    state = torch.random.get_rng_state()
+    assert metrics.images_per_second(tiny, 32) > 0 and len(tiny.seen) == 2
+    assert tiny.seen[0].shape == (metrics.PROBE, 3, 32, 32)
+    assert torch.equal(state, torch.random.get_rng_state())
 
 
 def test_cache_key_follows_files_and_preprocessing(tiny, tmp_path, anime_subset):

@@ -17,10 +17,14 @@ from torchvision.utils import make_grid
 
 from ganxfer import __version__
 from ganxfer.cli import main
-from ganxfer.sources import SourceError, load_generator
+from ganxfer.sources import BUNDLED, SourceError, load_generator
 from ganxfer.space import gradio_version
 
 MODEL = "dcgan-mnist-64"
+# what a push of the bundle uploads; its recipe.yaml only while the bundle ships one (its stage recipes may live in
+# ganxfer/recipes/ instead)
+MODEL_FILES = sorted(["README.md", "config.json", "model.safetensors", "samples.png"]
+                     + (["recipe.yaml"] if (BUNDLED / MODEL / "recipe.yaml").is_file() else []))
 
 
 def push(*args: str):
@@ -32,8 +36,7 @@ def test_dry_run_writes_the_model_and_its_space(tmp_path):
     assert res.exit_code == 0, res.output
     assert f"{tmp_path / 'out'}/model and the Space {tmp_path / 'out'}/space" in res.output
     model, space = tmp_path / "out" / "model", tmp_path / "out" / "space"
-    assert sorted(p.name for p in model.iterdir()) == ["README.md", "config.json", "model.safetensors",
-                                                       "recipe.yaml", "samples.png"]
+    assert sorted(p.name for p in model.iterdir()) == MODEL_FILES
     assert "Try it in the browser: [someone/mnist-demo](https://huggingface.co/spaces/someone/mnist-demo)" \
         in (model / "README.md").read_text()
     assert sorted(p.name for p in space.iterdir()) == ["README.md", "app.py", "requirements.txt"]
@@ -59,6 +62,8 @@ def test_the_space_app_builds_offline_against_the_pushed_folder(gradio, tmp_path
                          value_range=(-1, 1))
     assert np.array_equal(np.asarray(image), np.asarray(to_pil_image(expected)))  # the pushed weights drew it
     assert grid("5", 65, 1.0)[2].startswith("**Error:** count must be from 1 to 64")
+    on_load = next(f for f in demo.fns.values() if any(trigger == "load" for _, trigger in f.targets))
+    assert on_load.fn("0", 16, 1.0)[2].startswith("16 image(s) of seed 0")  # the Space, too, opens with a grid
 
 
 def test_push_uploads_the_model_then_the_space(tmp_path, monkeypatch):
@@ -90,8 +95,7 @@ def test_push_uploads_the_model_then_the_space(tmp_path, monkeypatch):
                                                "space_sdk": "gradio"}),
         ("upload_folder", "someone/mnist-demo", "space"),
     ]
-    assert uploaded == {"someone/mnist-gan": ["README.md", "config.json", "model.safetensors", "recipe.yaml",
-                                              "samples.png"],
+    assert uploaded == {"someone/mnist-gan": MODEL_FILES,
                         "someone/mnist-demo": ["README.md", "app.py", "requirements.txt"]}
     # the same folders as the dry run
     assert push("--space", "someone/mnist-demo", "--dry-run", tmp_path / "dry").exit_code == 0
