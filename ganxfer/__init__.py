@@ -17,4 +17,29 @@ def load_generator(source: str):
     return _load(source)
 
 
-__all__ = ["__version__", "load_generator"]
+def train(recipe, run_dir=None, *, overrides=(), resume: bool = False, overwrite: bool = False, **keys):
+    """Train a recipe, as ``ganxfer train`` does, and return the exported generator folder (``RUN/generator``).
+
+    ``recipe`` is a YAML file, the name of a shipped recipe (``ganxfer recipes``) or a loaded
+    :class:`ganxfer.schema.Recipe`. Keys are changed by sections as keyword arguments (``data={"path": ...}``,
+    ``seed=1``), or as ``--set`` strings in ``overrides``; both are checked as the recipe file is. The run folder
+    defaults to ``runs/<name>``. Errors are :class:`ganxfer.errors.GanxferError` with a one-line message.
+
+    >>> folder = ganxfer.train("own_images", data={"path": "my_images"}, train={"minutes": 10})
+    >>> folder = ganxfer.train("anime_from_mnist", overrides=["train.kimg=5"], run_dir="runs/short")
+    >>> images = ganxfer.load_generator(folder).sample(16, seed=0)
+    """
+    from ganxfer.recipe import flat
+    from ganxfer.run import resolve, run
+    from ganxfer.schema import Recipe
+
+    values = {}
+    for key, value in keys.items():  # data={"path": ...} -> {"data.path": ...}
+        values.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
+    if isinstance(recipe, Recipe):  # its keys, with the changes on top
+        recipe, values = None, {**flat(recipe), **values}
+    resolved, folder = resolve(recipe, overrides, values, run_dir=run_dir, resume=resume)
+    return run(resolved, folder, resume=resume, overwrite=overwrite)
+
+
+__all__ = ["__version__", "load_generator", "train"]

@@ -33,6 +33,21 @@ class Group(click.Group):
             click.echo("interrupted", err=True)
             sys.exit(130)
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Click's own errors before a command runs (``ganxfer --bogus``) as ``error: <one line>`` too."""
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:
+            where = e.ctx.command_path if getattr(e, "ctx", None) is not None else "ganxfer"
+            click.echo(f"error: {e.format_message()} (see '{where} --help')", err=True)
+            code = e.exit_code
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            code = 130
+        if standalone_mode:
+            sys.exit(code if isinstance(code, int) else 0)
+        return code
+
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="ganxfer")
@@ -40,9 +55,10 @@ def main() -> None:
     """ganxfer: train GANs fast by transfer learning.
 
     \b
-    ganxfer train recipes/mnist_dcgan.yaml --set train.kimg=0.5
-    ganxfer finetune recipes/anime_from_mnist.yaml
-    ganxfer sample runs/mnist_dcgan --num 64 --out grid.png
+    ganxfer recipes
+    ganxfer finetune anime_from_mnist
+    ganxfer finetune own_images --set data.path=./my_images
+    ganxfer sample runs/own_images --num 64 --out grid.png
     ganxfer demo dcgan-mnist-64
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -58,82 +74,77 @@ def run_options(fn):
     fn = click.option("--run-dir", type=click.Path(path_type=Path), help="Run folder (default: runs/<name>).")(fn)
     fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                       help="Override a recipe key (dotted, typed, repeatable), e.g. --set train.kimg=5.")(fn)
-    return click.argument("recipe", type=click.Path(path_type=Path))(fn)
+    return click.argument("recipe")(fn)
 
 
-def _run(recipe_path: Path, overrides: tuple[str, ...], run_dir: Path | None, resume: bool, overwrite: bool,
+def _run(recipe: str, overrides: tuple[str, ...], run_dir: Path | None, resume: bool, overwrite: bool,
          dry_run: bool, need_init: bool) -> None:
-    from ganxfer.recipe import differences, load_recipe
-    from ganxfer.schema import RecipeError
+    from ganxfer.run import resolve, run
 
-    recipe = load_recipe(recipe_path, overrides)
-    run_dir = run_dir or Path("runs") / recipe.name
-    saved = run_dir / "recipe.yaml"
-    if resume and saved.is_file():  # the run's own recipe, with this command's --set on top
-        original = load_recipe(saved)
-        resumed = load_recipe(saved, overrides)
-        for line in differences(original, resumed):
-            click.echo(f"--resume: --set changes {line}", err=True)
-        ignored = differences(resumed, recipe)
-        if ignored:
-            click.echo(f"--resume: continuing with {saved}; {recipe_path} differs from it in "
-                       f"{', '.join(d.split(':')[0] for d in ignored)} (use --set to change those)", err=True)
-        recipe = resumed
-    if need_init and not recipe.generator.init:
-        raise RecipeError(f"{recipe_path}: finetune needs generator.init (a bundled name, folder or Hub id); "
-                          "use 'ganxfer train' to start from scratch")
+    resolved, run_dir = resolve(recipe, overrides, run_dir=run_dir, resume=resume, need_init=need_init,
+                                say=lambda line: click.echo(line, err=True))
     if dry_run:
-        click.echo(recipe.to_yaml(), nl=False)
+        click.echo(resolved.to_yaml(), nl=False)
         return
-    check_precision(recipe.train.mixed_precision)
-    from ganxfer.loop import train
-
-    out = train(recipe, run_dir, resume=resume, overwrite=overwrite)
+    out = run(resolved, run_dir, resume=resume, overwrite=overwrite)
     if int(os.environ.get("RANK", "0") or 0) == 0:  # one line for a run of several processes
         click.echo(f"exported generator: {out}")
 
 
-def check_precision(precision: str) -> None:
-    """fp16 needs an accelerator: Accelerate would silently run fp32 on a CPU while RUN/recipe.yaml says fp16."""
-    import torch
-
-    if precision == "fp16" and not (torch.cuda.is_available() or torch.backends.mps.is_available()
-                                    or (hasattr(torch, "xpu") and torch.xpu.is_available())):
-        raise OptionError("train.mixed_precision=fp16 needs a GPU, and none is visible; on a CPU use "
-                          "train.mixed_precision=bf16 (native) or no")
-
-
 @main.command()
 @run_options
-def train(recipe: Path, overrides, run_dir, resume, overwrite, dry_run) -> None:
-    """Train a GAN from RECIPE (a YAML file).
+def train(recipe: str, overrides, run_dir, resume, overwrite, dry_run) -> None:
+    """Train a GAN from RECIPE: a YAML file, or the name of a shipped recipe ('ganxfer recipes' lists them).
 
-    Under torchrun or accelerate launch every process joins one run (train.batch_size is the global batch; see
-    README, Scale out). RUN/.lock keeps a second writer out. Ctrl-C or SIGTERM saves a checkpoint and exits
-    with 130 / 143; a NaN or infinite loss or weight stops the run (exit 2) before anything is written from it.
+    Under torchrun or accelerate launch every process joins one run (train.batch_size is the global batch).
+    RUN/.lock keeps a second writer out. Ctrl-C or SIGTERM saves a checkpoint and exits with 130 / 143; a NaN
+    or infinite loss or weight stops the run (exit 2) before anything is written from it.
 
     \b
-    ganxfer train recipes/mnist_dcgan.yaml --set train.kimg=0.5
-    ganxfer train recipes/anime_projected.yaml --set train.batch_size=32 --run-dir runs/p32
-    ganxfer train recipes/anime_dcgan.yaml --resume --set train.kimg=50
-    ganxfer train recipes/anime_dcgan.yaml --set train.minutes=30 --set train.snapshot_every_minutes=10
-    accelerate launch -m ganxfer train recipes/anime_projected.yaml
-    torchrun --nproc_per_node 8 -m ganxfer train recipes/anime_projected.yaml --set train.batch_size=512
+    ganxfer train mnist_dcgan --set train.kimg=0.5
+    ganxfer train recipes/anime_dcgan.yaml --set train.minutes=30
+    ganxfer train anime_dcgan --resume --set train.kimg=250
+    accelerate launch -m ganxfer train anime_from_mnist
+    torchrun --nproc_per_node 8 -m ganxfer train anime_from_mnist --set train.batch_size=256 --set train.sync_bn=true
     """
     _run(recipe, overrides, run_dir, resume, overwrite, dry_run, need_init=False)
 
 
 @main.command()
 @run_options
-def finetune(recipe: Path, overrides, run_dir, resume, overwrite, dry_run) -> None:
-    """Fine-tune a pretrained generator (generator.init) on new data.
+def finetune(recipe: str, overrides, run_dir, resume, overwrite, dry_run) -> None:
+    """Fine-tune a pretrained generator (the recipe's generator.init) on new data.
+
+    RECIPE is a YAML file or the name of a shipped recipe, as for train.
 
     \b
-    ganxfer finetune recipes/anime_from_mnist.yaml
-    ganxfer finetune recipes/anime_from_mnist.yaml --set train.kimg=0     # export the warm start only
+    ganxfer finetune anime_from_mnist
+    ganxfer finetune own_images --set data.path=./my_images
+    ganxfer finetune anime_from_mnist --set train.kimg=0     # export the warm start only
     ganxfer finetune recipes/anime_from_mnist.yaml --set generator.init=runs/mnist_dcgan
     """
     _run(recipe, overrides, run_dir, resume, overwrite, dry_run, need_init=True)
+
+
+@main.command()
+def recipes() -> None:
+    """List the recipes shipped with ganxfer, one line each on when to use it.
+
+    Give a shipped recipe to train or finetune by its name, and change any key with --set; to keep changes,
+    copy its file (the folder is printed last) and pass the copy's path. The stages that build the bundled
+    dcgan-mnist-64 are listed under its name.
+
+    \b
+    ganxfer recipes
+    ganxfer finetune own_images --set data.path=./my_images
+    """
+    from ganxfer.recipe import recipe_summary, shipped_recipes
+
+    shipped = shipped_recipes()
+    width = max(map(len, shipped))
+    for name, path in shipped.items():
+        click.echo(f"{name:<{width}}  {recipe_summary(path)}")
+    click.echo(f"\nfiles: {next(iter(shipped.values())).parent}")
 
 
 @main.command()
@@ -282,7 +293,7 @@ def backbones(as_json: bool) -> None:
     \b
     ganxfer backbones
     ganxfer backbones --json
-    ganxfer train recipes/anime_projected.yaml --set discriminator.backbone=resnet18.a1_in1k
+    ganxfer train anime_projected --set discriminator.backbone=resnet18.a1_in1k
     """
     import json
 

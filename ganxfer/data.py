@@ -30,6 +30,7 @@ from ganxfer.schema import DataConfig
 
 log = logging.getLogger(__name__)
 MNIST_CLASSES = 10
+MIN_TRAINING_IMAGES = 100  # a folder with fewer is refused for training: a GAN only memorises so few
 
 
 def load_mnist(train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,12 +204,25 @@ def image_source(path: str) -> Path | None:
 
 
 def load_data(cfg: DataConfig) -> ImageSet:
-    """Build the training set described by ``data.*``; unreadable files are counted and reported."""
+    """Build the set of images described by ``data.*``; their count, and the unreadable files, are reported."""
     root = image_source(cfg.path)
     data = _from_mnist(cfg) if root is None else _from_files(cfg, root)
     if data.unreadable:
         shown = ", ".join(data.unreadable[:3]) + (" ..." if len(data.unreadable) > 3 else "")
         log.warning("skipped %d unreadable image(s) under %s: %s", len(data.unreadable), cfg.path, shown)
+    where = "decoded into memory" if data.pixels is not None else "streamed from disk"
+    limit = f", the first {cfg.limit} (data.limit)" if cfg.limit else ""
+    log.info("%d images from %s%s at %d px, %s", len(data), cfg.path, limit, cfg.resolution, where)
+    return data
+
+
+def load_training_data(cfg: DataConfig) -> ImageSet:
+    """:func:`load_data`, refusing a folder or zip that holds too few readable images to train a GAN on."""
+    data = load_data(cfg)
+    if data.root is not None and len(data) < MIN_TRAINING_IMAGES and not cfg.limit:
+        skipped = f" ({len(data.unreadable)} more could not be read)" if data.unreadable else ""
+        raise DataError(f"data.path {cfg.path} holds only {len(data)} readable images{skipped}; training needs "
+                        f"at least {MIN_TRAINING_IMAGES} (a few hundred or more for varied results): add images")
     return data
 
 

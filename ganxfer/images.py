@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ganxfer.errors import GanxferError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 MAX_FILE_BYTES = 64 * 2**20  # one image file or zip member; larger ones count as unreadable
 HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit grayscale (PNG, TIFF) and 32-bit integer modes
 
@@ -70,9 +70,20 @@ def to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(arr.clip(0, 255).astype(np.uint8), "L")
 
 
+def upright(img: Image.Image) -> Image.Image:
+    """The image as it is shown: turned by its EXIF orientation (phone photos), and any transparency laid
+    over white (a transparent PNG or GIF would otherwise show whatever colour its hidden pixels hold)."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return img
+
+
 def to_square(img: Image.Image, resolution: int, channels: int) -> np.ndarray:
-    """Convert mode, resize the short side to ``resolution`` (Lanczos) and center-crop: (H, W, C) uint8."""
-    img = to_8bit(img).convert("L" if channels == 1 else "RGB")
+    """Turn upright, convert mode, resize the short side to ``resolution`` (Lanczos) and center-crop: (H, W, C)
+    uint8. An animated GIF gives its first frame."""
+    img = to_8bit(upright(img)).convert("L" if channels == 1 else "RGB")
     w, h = img.size
     if (w, h) != (resolution, resolution):
         scale = resolution / min(w, h)

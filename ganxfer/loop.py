@@ -29,7 +29,7 @@ from ganxfer import checkpoint
 from ganxfer.augment import DiffAugment, Part
 from ganxfer.bookkeeping import EXIT_CODES, Clock, Meter, Signals, Stop
 from ganxfer.checkpoint import Counters
-from ganxfer.data import BatchPlan, load_data, to_float
+from ganxfer.data import BatchPlan, load_training_data, to_float
 from ganxfer.ema import recalibrated, update_ema
 from ganxfer.errors import GanxferError
 from ganxfer.images import make_sheet, write_grid
@@ -189,7 +189,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         set_seed(recipe.seed)
 
         # --- build ---------------------------------------------------------------------------------
-        data, dropped = select(load_data(recipe.data), recipe.data)
+        data, dropped = select(load_training_data(recipe.data), recipe.data)
         if len(dropped) and acc.is_main_process:
             write_grid(to_float(dropped), run_dir / "dropped.png")
         plan = BatchPlan(len(data), recipe.seed)

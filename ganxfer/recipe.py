@@ -62,35 +62,74 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for text in overrides:
         keys, value = parse_override(text)
-        node = raw
-        for k in keys[:-1]:
-            child = node.get(k)
-            if child is None:
-                child = node[k] = {}
-            if not isinstance(child, dict):
-                raise RecipeError(f"--set {text}: '{k}' is not a section")
-            node = child
-        node[keys[-1]] = value
+        _assign(raw, keys, value, f"--set {text}")
     return raw
 
 
-def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
-    """Load and validate a recipe file, then apply ``--set`` overrides (validated the same way)."""
+def _assign(raw: dict[str, Any], keys: list[str], value: Any, what: str) -> None:
+    """Set ``raw[k0][k1]...`` to ``value``, creating sections on the way."""
+    node = raw
+    for k in keys[:-1]:
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        if not isinstance(child, dict):
+            raise RecipeError(f"{what}: '{k}' is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+SHIPPED = Path(__file__).parent / "recipes"
+
+
+def shipped_recipes() -> dict[str, Path]:
+    """The recipes shipped inside the package, by name: ``anime_from_mnist``, and the bundle's build stages as
+    ``dcgan-mnist-64/stage1``."""
+    return {str(p.relative_to(SHIPPED).with_suffix("")): p for p in sorted(SHIPPED.rglob("*.yaml"))}
+
+
+def recipe_summary(path: Path) -> str:
+    """What a recipe is for: its ``# When:`` comment line, else its first comment line."""
+    comments = [line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#")]
+    when = [c[len("When:"):].strip() for c in comments if c.startswith("When:")]
+    return (when or comments or [""])[0]
+
+
+def find_recipe(spec: str | Path) -> Path:
+    """A recipe file: ``spec`` itself where it is a file, else the shipped recipe of that name."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = shipped_recipes()
+    name = str(spec).removesuffix(".yaml")
+    if name in shipped:
+        return shipped[name]
+    close = difflib.get_close_matches(name, list(shipped), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise RecipeError(f"recipe {spec} not found{hint}: pass a YAML file, or the name of a shipped recipe "
+                      "('ganxfer recipes' lists them)")
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = (), values: dict[str, Any] | None = None) -> Recipe:
+    """Load and validate a recipe (a YAML file, or the name of a shipped recipe), then apply ``--set`` overrides
+    (``KEY=VALUE`` strings, values read as YAML) and ``values`` (``{"train.kimg": 5}``, Python values); all are
+    validated the same way."""
     raw: dict[str, Any] = {}
     source = "--set"
     if path is not None:
-        path = Path(path)
+        path = find_recipe(path)
         source = str(path)
-        if not path.is_file():
-            raise RecipeError(f"recipe {path} not found; pass a YAML file such as recipes/mnist_dcgan.yaml")
         try:
             text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as e:
             raise RecipeError(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
         raw = parse_yaml(text, source)
         if raw is None or raw == {}:
-            raise RecipeError(f"{path} is empty; a recipe sets at least name and data.path (see recipes/)")
+            raise RecipeError(f"{path} is empty; a recipe sets at least name and data.path "
+                              "('ganxfer recipes' lists examples)")
     raw = apply_overrides(raw, list(overrides))
+    for key, value in (values or {}).items():
+        _assign(raw, key.split("."), value, key)
     return check(_build(Recipe, raw, "", source), source)
 
 

@@ -11,7 +11,6 @@ pretrained weights and stays out of the report.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from pathlib import Path
@@ -232,22 +231,3 @@ def _publish(report: dict, run_dir: Path | None, role: str) -> None:
     existing = json.loads(path.read_text()) if path.is_file() else {}
     existing[role] = report
     path.write_text(json.dumps(existing, indent=2))
-
-
-@torch.no_grad()
-def soup(a: nn.Module, b: nn.Module, weight: float) -> nn.Module:
-    """A model soup of two networks of one architecture (Wortsman et al. 2022; WiSE-FT when ``b`` is fine-tuned
-    from ``a``): a copy of ``a`` whose floating-point tensors are ``weight * a + (1 - weight) * b``. Integer
-    buffers (BatchNorm's batch count) are ``a``'s. Averaged BatchNorm statistics are not the soup's own, so
-    recompute them before sampling (:func:`ganxfer.ema.recalibrated`)."""
-    if not 0 <= weight <= 1:
-        raise GanxferError(f"soup weight {weight:g}: give a share of the first network between 0 and 1")
-    if hub_config(a) != hub_config(b) or type(a) is not type(b):
-        raise GanxferError(f"cannot average a {type(a).__name__} {hub_config(a)} with a {type(b).__name__} "
-                           f"{hub_config(b)}; a soup needs two networks of one architecture")
-    mixed = copy.deepcopy(a)
-    theirs = b.state_dict()
-    for name, tensor in mixed.state_dict().items():
-        if tensor.is_floating_point():
-            tensor.mul_(weight).add_(theirs[name].to(tensor), alpha=1 - weight)
-    return mixed

@@ -50,3 +50,21 @@ def test_sample_grid_has_ceil_sqrt_columns(tmp_path):
     assert res.exit_code == 0, res.output
     side = 64 + 1  # image plus the 1-pixel padding
     assert Image.open(tmp_path / "g.png").size == (4 * side + 1, 3 * side + 1)
+
+
+def test_recipes_lists_every_shipped_recipe_with_when_to_use_it():
+    from ganxfer.recipe import recipe_summary, shipped_recipes
+
+    res = CliRunner().invoke(main, ["recipes"])
+    assert res.exit_code == 0
+    for name, path in shipped_recipes().items():
+        assert any(line.startswith(name + " ") and recipe_summary(path) in line for line in res.output.splitlines())
+
+
+def test_click_errors_before_a_command_are_one_error_line():
+    """`ganxfer --bogus` fails in click's own parsing, before any command: still `error: ...`, exit 2."""
+    proc = subprocess.run([sys.executable, "-m", "ganxfer", "--bogus"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == "error: No such option '--bogus'. (see 'python -m ganxfer --help')\n"
+    proc = subprocess.run([sys.executable, "-m", "ganxfer", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and __version__ in proc.stdout

@@ -119,3 +119,47 @@ def test_only_ganxfer_and_allowed_variables_expand(tmp_path, monkeypatch):
         with pytest.raises(RecipeError, match=r"\$\{HF_TOKEN\} is not expanded") as err:
             load_recipe(write(tmp_path, text))
         assert "hf_secret" not in str(err.value)
+
+
+def test_every_shipped_recipe_loads_by_name_and_heads_itself_in_five_lines(monkeypatch):
+    """By name from any folder (the package's copy), with at most five comment lines and a 'When:' line."""
+    from ganxfer.recipe import shipped_recipes
+
+    monkeypatch.setenv("GANXFER_DATA", "/data")
+    monkeypatch.chdir("/")
+    shipped = shipped_recipes()
+    assert {"anime_from_mnist", "own_images", "anime_dcgan", "dcgan-mnist-64/stage1"} <= set(shipped)
+    for name, path in shipped.items():
+        assert load_recipe(name).to_dict() == load_recipe(path).to_dict()
+        comments = [line for line in path.read_text().splitlines() if line.lstrip().startswith("#") or " #" in line]
+        assert len(comments) <= 5, name
+        assert any(line.startswith("# When: ") for line in comments), name
+
+
+def test_top_level_recipes_are_the_shipped_ones():
+    from ganxfer.recipe import SHIPPED
+
+    top = Path(__file__).parent.parent / "recipes"
+    assert top.resolve() == SHIPPED.resolve()
+
+
+def test_an_unknown_recipe_name_suggests_the_closest(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RecipeError, match=r"recipe anime_from_mnst not found \(did you mean anime_from_mnist\?\)"):
+        load_recipe("anime_from_mnst")
+    with pytest.raises(RecipeError, match=r"recipe nothing/like/it.yaml not found: pass a YAML file"):
+        load_recipe("nothing/like/it.yaml")
+
+
+def test_a_local_file_wins_over_a_shipped_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("anime_dcgan").write_text("name: mine\n")
+    assert load_recipe("anime_dcgan").name == "mine"
+    assert load_recipe("anime_dcgan.yaml").name == "anime_dcgan"
+
+
+def test_python_values_override_like_set(tmp_path):
+    r = load_recipe(write(tmp_path, "name: x\n"), ["train.kimg=2"], {"train.kimg": 0.5, "optim.betas": [0.0, 0.99]})
+    assert r.train.kimg == 0.5 and r.optim.betas == [0.0, 0.99]
+    with pytest.raises(RecipeError, match="unknown key 'train.kimgg'"):
+        load_recipe(write(tmp_path, "name: x\n"), values={"train.kimgg": 1})

@@ -111,7 +111,7 @@ def test_a_signal_saves_a_checkpoint_or_says_none_exists(mnist_data, tmp_path, s
 def test_ctrl_c_while_streaming_stops_the_run_with_a_checkpoint(anime_subset, tmp_path):
     """Ctrl-C signals the whole process group, the DataLoader's workers included: they leave it to the loop."""
     run = tmp_path / "run"
-    proc = start(run, "--set", f"data.path={anime_subset(64)}", "--set", "data.in_memory_gb=0",
+    proc = start(run, "--set", f"data.path={anime_subset(100)}", "--set", "data.in_memory_gb=0",
                  "--set", "data.workers=2", "--set", "train.kimg=1000", "--set", "train.checkpoint_every_kimg=1000",
                  start_new_session=True)  # its own process group, as a terminal's foreground job
     log = run / "metrics.jsonl"

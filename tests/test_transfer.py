@@ -8,7 +8,6 @@ import torch
 from click.testing import CliRunner
 
 from ganxfer.cli import main
-from ganxfer.errors import GanxferError
 from ganxfer.nets import build_discriminator, export_model, load_model
 from ganxfer.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from ganxfer.recipe import load_recipe
@@ -16,7 +15,6 @@ from ganxfer.schema import RecipeError
 from ganxfer.transfer import (
     TransferError,
     adapt_channels,
-    soup,
     transfer_state,
     warm_start_discriminator,
     warm_start_generator,
@@ -287,23 +285,3 @@ def test_balance_latent_scales_the_dominant_rows_of_z_down_to_the_median(tmp_pat
     cut = int((before > median).sum())
     assert report["adapted"]["blocks.0.0.weight"].startswith(f"{cut} rows of z scaled down to the median")
     assert cut >= 10 and "blocks.0.0.weight" not in report["copied"]
-
-
-def test_soup_averages_one_architecture_and_refuses_two():
-    """A model soup: every float tensor is the weighted mean of the two networks', the BatchNorm batch count is the
-    first's, neither input changes; another width or a weight outside [0, 1] is refused in one line."""
-    torch.manual_seed(0)
-    a, b = (DCGANGenerator(resolution=32, channels=1, ngf=8, latent_dim=16) for _ in range(2))
-    b.train()(torch.randn(8, 16))  # b's BatchNorm has seen a batch: other statistics, another batch count
-    before = {k: v.clone() for k, v in a.state_dict().items()}
-    mixed = soup(a, b, 0.25)
-    sa, sb, sm = a.state_dict(), b.state_dict(), mixed.state_dict()
-    assert all(torch.equal(before[k], sa[k]) for k in sa)
-    for k in sm:
-        expect = 0.25 * sa[k] + 0.75 * sb[k] if sa[k].is_floating_point() else sa[k]
-        assert torch.allclose(sm[k], expect, atol=1e-6), k
-    assert not torch.equal(sa["blocks.0.0.weight"], sb["blocks.0.0.weight"])
-    with pytest.raises(GanxferError, match="one architecture"):
-        soup(a, DCGANGenerator(resolution=32, channels=1, ngf=16, latent_dim=16), 0.5)
-    with pytest.raises(GanxferError, match="between 0 and 1"):
-        soup(a, b, 1.5)
