@@ -1,4 +1,4 @@
-"""Does a generator draw readable digits? An independent MNIST classifier reads its samples.
+"""Does a generator draw readable digits? An independent MNIST classifier reads its samples, against real digits.
 
 The classifier is a small CNN trained on MNIST's training split (2 epochs, about a minute on 2 CPU cores) and
 kept in ``benchmarks/mnist_classifier.safetensors``; it must reach 98% on the test split. It reads 28 px
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CONFIDENT_FLOOR = 0.9  # the bundled generator reads 0.908 (RESULTS.md); a floor against regressions
+CONFIDENT_FLOOR = 0.9  # the bundled generator reads 0.908 (docs/results.md); a floor against regressions
 WEIGHTS = Path(__file__).with_name("mnist_classifier.safetensors")
 CONFIDENCE, READ, CLASS_SHARE = 0.9, 0.9, 0.05
 
@@ -85,7 +85,7 @@ def accuracy(net: nn.Module) -> float:
 def read(net: nn.Module, images: torch.Tensor) -> dict:
     """How the classifier reads images in [-1, 1] (N, 1, H, W): the confident share and the class mix, plus
     the share of pixels that are pure black once saved (MNIST's background is: ~75% of its pixels; a dim grey
-    background that the classifier ignores costs Inception-based FID dearly, see RESULTS.md)."""
+    background that the classifier ignores costs Inception-based FID dearly, see docs/research/bundle-mnist.md)."""
     x = to28(images)
     probs = torch.cat([net(b).softmax(1) for b in x.split(500)])
     conf, label = probs.max(1)

@@ -63,7 +63,7 @@ with seed grids, interpolations and a latent scale.
 ## Usage
 
 ```python
-import ganxfer  # pip install ganxfer
+import ganxfer  # pip install . (from a clone of ganxfer)
 generator = ganxfer.load_generator("{{ repo_id }}")
 images = generator.sample(16, seed=0)  # (16, {{ channels }}, {{ resolution }}, {{ resolution }}) tensor in [-1, 1]
 ```

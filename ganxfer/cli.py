@@ -269,7 +269,7 @@ def demo(source: str, port: int | None, share: bool, device: str | None) -> None
     """Serve a demo page of SOURCE in the browser: seed grids, interpolations, a latent scale, downloads.
 
     SOURCE is a generator as for `sample`. The page states what the model card records (images seen,
-    KID/FID). Needs Gradio: pip install 'ganxfer[demo]'.
+    KID/FID). Needs Gradio: pip install gradio (or '.[demo]' from a clone).
 
     \b
     ganxfer demo dcgan-mnist-64

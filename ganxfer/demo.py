@@ -183,7 +183,7 @@ def _gradio():
     try:
         import gradio
     except ImportError:
-        raise DemoError("the demo needs Gradio: pip install 'ganxfer[demo]'") from None
+        raise DemoError("the demo needs Gradio: pip install gradio (or '.[demo]' from a clone)") from None
     return gradio
 
 

@@ -87,7 +87,8 @@ def _write_parquet_images(shards: list[Path], out: Path, name: str) -> int:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise HubDataError(f"{name} is stored as parquet, which needs pyarrow: pip install 'ganxfer[hub]'") from None
+        raise HubDataError(f"{name} is stored as parquet, which needs pyarrow: pip install pyarrow "
+                           "(or '.[hub]' from a clone)") from None
     count = 0
     for shard in shards:
         pf = pq.ParquetFile(shard)

@@ -231,7 +231,8 @@ def test_model_card_content(tmp_path):
     assert front["pipeline_tag"] == "unconditional-image-generation"
     assert {"gan", "ganxfer", "dcgan", "projected", "anime-faces", "tf_efficientnet_lite0.in1k"} <= set(front["tags"])
     assert front["datasets"] == ["huggan/anime-faces"] and front["base_model"] == "someone/base"
-    usage = ['import ganxfer  # pip install ganxfer', 'generator = ganxfer.load_generator("someone/anime-gan")',
+    usage = ['import ganxfer  # pip install . (from a clone of ganxfer)',
+             'generator = ganxfer.load_generator("someone/anime-gan")',
              'images = generator.sample(16, seed=0)  # (16, 1, 32, 32) tensor in [-1, 1]']
     assert "```python\n" + "\n".join(usage) + "\n```" in card.text
     assert "| images seen | 128 (0.128 kimg) |" in card.text

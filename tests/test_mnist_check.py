@@ -52,7 +52,7 @@ def bundled_read(net):
 
 
 def test_bundled_generator_keeps_what_it_reached(bundled_read):
-    """The bundled generator as measured when it was bundled (RESULTS.md): a floor, so it never regresses."""
+    """The bundled generator as measured when it was bundled (docs/results.md): a floor, so it never regresses."""
     assert bundled_read["confident"] >= mnist_check.CONFIDENT_FLOOR, bundled_read
     assert min(bundled_read["class_shares"]) >= 0.05, bundled_read
     assert bundled_read["black_pixels"] >= 0.5, bundled_read  # MNIST's black background (real: 0.75)

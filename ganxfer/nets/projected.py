@@ -136,7 +136,7 @@ class ProjectedDiscriminator(
         head_channels: base width of the heads and of the projections (Projected GAN's 64).
         heads: ``light`` (the default), ``pg`` (Projected GAN's heads) or ``separable`` (PG's separable
             variant); see :func:`head`. On a 2-core CPU at 64 px the pg heads cost 1.5x the light ones per step
-            and showed no gain at equal time (benchmarks/RESULTS.md).
+            and showed no gain at equal time (docs/research/speed.md).
         mbstd: group size of a minibatch-standard-deviation channel before each head's last conv (0 = none).
         pixel_ndf: when > 0, a DCGAN discriminator of this width also judges the pixels, trained from scratch
             alongside the heads; its logit is one more entry of the output list (Vision-aided GAN's ensemble
