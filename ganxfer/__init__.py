@@ -29,15 +29,16 @@ def train(recipe, run_dir=None, *, overrides=(), resume: bool = False, overwrite
     >>> folder = ganxfer.train("anime_from_mnist", overrides=["train.kimg=5"], run_dir="runs/short")
     >>> images = ganxfer.load_generator(folder).sample(16, seed=0)
     """
-    from ganxfer.recipe import flat
+    from ganxfer.recipe import flat, parse_override
     from ganxfer.run import resolve, run
     from ganxfer.schema import Recipe
 
     values = {}
     for key, value in keys.items():  # data={"path": ...} -> {"data.path": ...}
         values.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
-    if isinstance(recipe, Recipe):  # its keys, with the changes on top
-        recipe, values = None, {**flat(recipe), **values}
+    if isinstance(recipe, Recipe):  # its keys, then the overrides, then the sections
+        sets = dict((".".join(keys), value) for keys, value in map(parse_override, overrides))
+        recipe, overrides, values = None, (), {**flat(recipe), **sets, **values}
     resolved, folder = resolve(recipe, overrides, values, run_dir=run_dir, resume=resume)
     return run(resolved, folder, resume=resume, overwrite=overwrite)
 

@@ -198,3 +198,36 @@ def test_evaluate_sizes_an_image_folder_by_its_first_readable_image(anime_subset
     root = anime_subset(3)
     (root / "0.jpg").write_bytes(b"not an image, and first by name")
     assert _first_image_side(str(root)) == 64
+
+
+def test_phone_photos_turn_upright_and_transparency_lies_over_white(anime_subset, tmp_path):
+    """A JPEG whose EXIF says 'rotate 90 degrees clockwise to show' is trained on as it is shown; a transparent
+    PNG's hidden pixels (here pure green) never reach the training set."""
+    face = Image.open(anime_subset(1) / "00000.jpg").convert("RGB").resize((64, 48))
+    root = tmp_path / "pics"
+    root.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    face.save(root / "a_phone.jpg", exif=exif, quality=95)
+    face.transpose(Image.Transpose.ROTATE_270).save(root / "b_upright.jpg", quality=95)
+    clear = Image.new("RGBA", (48, 48), (0, 255, 0, 0))
+    clear.save(root / "c_clear.png")
+    data = load_data(DataConfig(path=str(root), resolution=48, channels=3))
+    phone, upright, transparent = data.pixels.int()
+    assert (phone - upright).abs().float().mean() < 3  # JPEG noise only; unrotated it would differ by tens
+    assert (phone - upright.transpose(1, 2)).abs().float().mean() > 10
+    assert transparent.min() == 255
+
+
+def test_training_refuses_a_folder_of_too_few_images_and_reports_counts(anime_subset, caplog):
+    from ganxfer.data import MIN_TRAINING_IMAGES, load_training_data
+
+    few = anime_subset(MIN_TRAINING_IMAGES - 1)
+    with pytest.raises(DataError, match=f"holds only {MIN_TRAINING_IMAGES - 1} readable images; training needs at "
+                                        f"least {MIN_TRAINING_IMAGES}"):
+        load_training_data(DataConfig(path=str(few), resolution=32))
+    with caplog.at_level(logging.INFO, logger="ganxfer.data"):
+        data = load_training_data(DataConfig(path=str(few), resolution=32, limit=50))  # a chosen subset is allowed
+    assert len(data) == 50 and f"50 images from {few}, the first 50 (data.limit) at 32 px" in caplog.text
+    enough = anime_subset(MIN_TRAINING_IMAGES, start=200)
+    assert len(load_training_data(DataConfig(path=str(enough), resolution=32))) == MIN_TRAINING_IMAGES
