@@ -38,6 +38,7 @@ ENV_ALLOWED = ("HOME", "USER", "TMPDIR", "XDG_CACHE_HOME", "XDG_DATA_HOME")
 METRICS = {"fid": ("fid",), "kid": ("kid_mean", "kid_std"), "pr": ("precision", "recall")}
 MIN_IMAGES = {"fid": 2, "kid": 4, "pr": 4}  # per side
 LOWER_IS_BETTER = ("fid", "kid_mean")
+MAX_SEED = 2**32 - 1  # what every random generator ganxfer seeds takes (numpy's, through Accelerate's set_seed)
 
 
 def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None, **kw: Any) -> Any:
@@ -221,7 +222,7 @@ class EvalConfig:
 @dataclass
 class Recipe:
     name: str = _f("ganxfer", "run name; the default run folder is runs/<name>")
-    seed: int = _f(0, "random seed", 0)
+    seed: int = _f(0, "random seed", 0, MAX_SEED)
     data: DataConfig = field(default_factory=DataConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
