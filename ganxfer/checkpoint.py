@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, fields
@@ -246,9 +247,8 @@ def read_checkpoint(folder: Path, rank: int, names: list[str]) -> State:
     if (folder / "optimizer.bin").exists():
         raise Damaged("an older, pickled Accelerate checkpoint (optimizer.bin), which ganxfer no longer reads")
     try:
-        data = json.loads((folder / "trainer.json").read_text())
-        counters = Counters(**{f.name: data[f.name] for f in fields(Counters) if f.name in data})
-        if not isinstance(counters.images_seen, int) or counters.images_seen != number(folder):
+        counters = read_counters(folder / "trainer.json")
+        if counters.images_seen != number(folder):
             raise ValueError(f"trainer.json says images_seen={counters.images_seen!r}")
         nets = {n: safetensors.torch.load_file(str(folder / f"{n}.safetensors")) for n in names}
         tensors = safetensors.torch.load_file(str(folder / "optim.safetensors"))
@@ -261,6 +261,24 @@ def read_checkpoint(folder: Path, rank: int, names: list[str]) -> State:
         reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise Damaged(f"{type(e).__name__}: {reason}") from None
     return State(folder, counters, nets, optimizers, scaler, rng)
+
+
+def read_counters(path: Path) -> Counters:
+    """A ``trainer.json``, each counter checked: a whole number >= 0 (``best``: a finite number or null,
+    ``wall_s``: a finite number >= 0); ValueError names the first that is not."""
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"trainer.json holds a JSON {type(data).__name__}, not an object")
+    counters = Counters(**{f.name: data[f.name] for f in fields(Counters) if f.name in data})
+    for f in fields(Counters):
+        value = getattr(counters, f.name)
+        number_ = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = (value is None or number_) if f.name == "best" else \
+            number_ and value >= 0 and (f.name == "wall_s" or isinstance(value, int))
+        if not ok:
+            raise ValueError(f"trainer.json says {f.name}={value!r}")
+    counters.wall_s = float(counters.wall_s)
+    return counters
 
 
 def _check_fits(state: State, nets: dict[str, nn.Module]) -> None:

@@ -6,8 +6,11 @@ The keys themselves (types, defaults, ranges, help) are :mod:`ganxfer.schema`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import math
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +21,101 @@ from ganxfer.augment import POLICIES
 from ganxfer.cache import parse_hub_id
 from ganxfer.data import MNIST_CLASSES
 from ganxfer.nets.dcgan import RESOLUTIONS
-from ganxfer.schema import LOWER_IS_BETTER, METRICS, MIN_IMAGES, Recipe, RecipeError, _build
+from ganxfer.schema import LOWER_IS_BETTER, METRICS, MIN_EVAL_SIDE, MIN_IMAGES, Recipe, RecipeError, _build
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
+MAX_DEPTH = 32  # nesting of mappings and lists in a recipe; the deepest shipped one is 3
+MAX_BYTES = 2**20  # a recipe file; the longest shipped one is under 4 KB
+
+
+class _Refused(yaml.YAMLError):
+    """YAML that is valid but refused in a recipe (an alias, a duplicate key, too deep); says why, and where."""
+
+    def __init__(self, problem: str, mark) -> None:
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading ``1e-4`` as a float as YAML 1.2 does (YAML 1.1 makes it a string)."""
+    """PyYAML's safe loader, bounded and read as YAML 1.2's core schema, as the README promises.
+
+    Plain scalars resolve as YAML 1.2 does: ``null``/``~``, ``true``/``false``, decimal integers (``010`` is ten,
+    not YAML 1.1's octal eight), ``0o17``, ``0x1f``, and floats such as ``1e-4``, ``.5``, ``.inf``; anything else
+    (``1:30``, ``yes``, ``1_000``, dates) is a string, which the schema's type check then refuses where a number or
+    bool belongs. Aliases (``*name``, which let a few hundred bytes expand to gigabytes), duplicate keys and
+    nesting deeper than :data:`MAX_DEPTH` are refused.
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Refused(f"the YAML alias *{event.anchor} is refused; write the value out", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(f"values nested more than {MAX_DEPTH} deep are refused", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                continue
+            if first is not None:
+                raise _Refused(f"duplicate key {key!r} (first at line {first}); keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_int(self, node):
+        text = self.construct_scalar(node)
+        sign, digits = (-1 if text[:1] == "-" else 1), text.lstrip("+-")
+        try:
+            if digits[:2] in ("0o", "0x"):
+                return sign * int(digits[2:], 8 if digits[1] == "o" else 16)
+            return sign * int(digits, 10)
+        except ValueError:
+            raise _Refused(f"!!int {text!r} is not an integer", node.start_mark) from None
+
+    def construct_yaml_float(self, node):
+        text = self.construct_scalar(node)
+        special = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}
+        if text.lower() in special:
+            return special[text.lower()]
+        if not _FLOAT.fullmatch(text):
+            raise _Refused(f"!!float {text!r} is not a number", node.start_mark)
+        return float(text)
 
 
-_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_SCIENTIFIC = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _SCIENTIFIC, list("-+0123456789."))
+_FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
+_Loader.yaml_implicit_resolvers = {}
+for _tag, _pattern, _first in (
+        ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+        ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
+        ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", list("-+0123456789")),
+        ("float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
+                  r"|\.(?:nan|NaN|NAN))$", list("-+0123456789.")),
+):
+    _Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), _first)
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
 
 
 def parse_yaml(text: str, source: str) -> Any:
-    """YAML text -> Python values, with syntax errors and refused tags as one-line :class:`RecipeError`s."""
+    """YAML text -> Python values, with syntax errors, refused tags and refused YAML (:class:`_Loader`) as
+    one-line :class:`RecipeError`s."""
     try:
         return yaml.load(text, Loader=_Loader)
+    except _Refused as e:
+        raise RecipeError(f"{source}: line {e.problem_mark.line + 1}: {e.problem}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
@@ -119,6 +199,9 @@ def load_recipe(path: str | Path | None, overrides: list[str] = (), values: dict
     if path is not None:
         path = find_recipe(path)
         source = str(path)
+        if not path.is_file() or path.stat().st_size > MAX_BYTES:  # a FIFO or device would never end
+            what = "is not a regular file" if not path.is_file() else f"is over {MAX_BYTES:,} bytes"
+            raise RecipeError(f"{path} {what}; a recipe is a YAML file of a few kilobytes")
         try:
             text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as e:
@@ -130,12 +213,27 @@ def load_recipe(path: str | Path | None, overrides: list[str] = (), values: dict
     raw = apply_overrides(raw, list(overrides))
     for key, value in (values or {}).items():
         _assign(raw, key.split("."), value, key)
+    check_sections(raw, source)
     return check(_build(Recipe, raw, "", source), source)
+
+
+def check_sections(raw: Any, source: str) -> None:
+    """Each section (``train``, ``data``, ...) present is a mapping of its keys: ``train:`` with nothing after it
+    (null), or a list, is refused rather than read as the defaults."""
+    if not isinstance(raw, dict):
+        return  # the schema refuses a recipe that is no mapping
+    hints = typing.get_type_hints(Recipe)
+    for f in dataclasses.fields(Recipe):
+        if f.name in raw and dataclasses.is_dataclass(hints[f.name]) and not isinstance(raw[f.name], dict):
+            shown = repr(raw[f.name])
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise RecipeError(f"{source}: '{f.name}' must be a mapping of its keys, a section (e.g. "
+                              f"{f.name}: {{key: value}}), got {shown}; remove it to keep the defaults")
 
 
 def check(recipe: Recipe, source: str = "recipe") -> Recipe:
     """Rules that tie keys together, checked when the recipe loads so that ``--dry-run`` catches them."""
-    for rule in (_check_name, _check_data, _check_models, _check_optim, _check_loss, _check_eval):
+    for rule in (_check_name, _check_data, _check_models, _check_optim, _check_loss, _check_eval, _check_memory):
         problem = rule(recipe)
         if problem:
             raise RecipeError(f"{source}: {problem}")
@@ -200,10 +298,33 @@ def _check_models(r: Recipe) -> str | None:
         if part.freeze_blocks and not part.init:
             return (f"{role}.freeze_blocks={part.freeze_blocks} freezes warm-started blocks; set {role}.init too, "
                     "or drop freeze_blocks")
+    weights = r.discriminator.pretrained_file
+    path = Path(weights).expanduser() if weights else None
+    if path is not None and path.exists():  # a missing file is the build's to refuse (a pushed recipe's placeholder)
+        if path.suffix != ".safetensors" or not path.is_file():
+            what = "is not a .safetensors file" if path.is_file() else "is not a regular file"
+            return (f"discriminator.pretrained_file={weights!r} {what}; name a .safetensors file of the backbone's "
+                    "weights, or drop the key")
+        problem = _safetensors_problem(path)
+        if problem:
+            return (f"discriminator.pretrained_file={weights!r} is not a readable safetensors file ({problem}); "
+                    "download or convert it again")
     count = nets.parameter_count(lambda: nets.build("generator", r))
     if count > nets.MAX_PARAMETERS:
         return (f"the generator would have {count:,} parameters, over ganxfer's cap of {nets.MAX_PARAMETERS:,}; "
                 "lower generator.ngf or generator.latent_dim")
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why ``path``'s safetensors header does not read (its tensors are not loaded), or None."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, a header that is no JSON: all are damage
+        return str(e).splitlines()[0][:120] if str(e) else type(e).__name__
     return None
 
 
@@ -272,6 +393,32 @@ def _check_eval(r: Recipe) -> str | None:
     need = max(MIN_IMAGES[m] for m in ev.metrics)
     if ev.num < need:
         return f"eval.num={ev.num} is too few for {','.join(ev.metrics)}; use at least {need}"
+    if r.data.resolution < MIN_EVAL_SIDE:
+        return (f"eval.every_kimg with data.resolution={r.data.resolution}: evaluation scores images of "
+                f"{MIN_EVAL_SIDE} px or more; set eval.every_kimg=0, or a larger data.resolution")
+    return None
+
+
+MAX_STEP_BYTES = 2**40  # 1 TiB: more than any one machine holds; a global batch split over many is still below it
+FLOATS_PER_PIXEL = 100  # a training step keeps ~100 floats per image pixel (G and D activations, their gradients)
+INCEPTION_BYTES = 3 * 299 * 299 * 4 * 20  # one image through Inception: its 299 px input and ~20x that in activations
+FEATURE_BYTES = 2048 * 4  # one image's Inception features, held for every evaluated image
+
+
+def _check_memory(r: Recipe) -> str | None:
+    """Sizes that decide what is allocated, against a simple estimate, before anything is: a typo such as
+    train.batch_size=100000000000 is one line here, not an allocator's error after the data has loaded."""
+    pixels = r.data.channels * r.data.resolution**2
+    estimates = [("train.batch_size", r.train.batch_size, r.train.batch_size * pixels * 4 * FLOATS_PER_PIXEL),
+                 ("train.num_samples", r.train.num_samples, r.train.num_samples * pixels * 4 * FLOATS_PER_PIXEL // 10)]
+    if r.eval.every_kimg > 0:
+        estimates += [("eval.batch", r.eval.batch, r.eval.batch * INCEPTION_BYTES),
+                      ("eval.num", r.eval.num, r.eval.num * FEATURE_BYTES),
+                      ("eval.num_real", r.eval.num_real or 0, (r.eval.num_real or 0) * FEATURE_BYTES)]
+    for key, value, need in estimates:
+        if need > MAX_STEP_BYTES:
+            return (f"{key}={value:,} would need about {need / 2**40:,.1f} TiB of memory at {r.data.resolution} px "
+                    f"(estimated), over the {MAX_STEP_BYTES / 2**40:g} TiB ganxfer allows; lower {key}")
     return None
 
 

@@ -39,6 +39,9 @@ METRICS = {"fid": ("fid",), "kid": ("kid_mean", "kid_std"), "pr": ("precision", 
 MIN_IMAGES = {"fid": 2, "kid": 4, "pr": 4}  # per side
 LOWER_IS_BETTER = ("fid", "kid_mean")
 MAX_SEED = 2**32 - 1  # what every random generator ganxfer seeds takes (numpy's, through Accelerate's set_seed)
+# The smallest image side evaluation scores (Inception upscales every image to 299 px): CIFAR-10's 32, the smallest
+# side FID and KID are reported at, so scores below it compare with nothing, and the smallest a dcgan generator makes.
+MIN_EVAL_SIDE = 32
 
 
 def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None, **kw: Any) -> Any:

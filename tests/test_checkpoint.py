@@ -8,11 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 from click.testing import CliRunner
 
-from ganxfer.checkpoint import checkpoints
+from ganxfer.checkpoint import Damaged, checkpoints, read_checkpoint
 from ganxfer.cli import main
 
 TINY = ["--set", "data.limit=256", "--set", "data.resolution=32", "--set", "generator.ngf=8",
@@ -61,6 +62,13 @@ def _empty_trainer(c):
     (c / "trainer.json").write_text("")
 
 
+def _counter(key, value):
+    def damage(c):
+        (c / "trainer.json").write_text(json.dumps({**json.loads((c / "trainer.json").read_text()), key: value}))
+    damage.__name__ = f"_{key}_{value!r}"
+    return damage
+
+
 def _truncated_weights(c):
     (c / "G.safetensors").write_bytes((c / "G.safetensors").read_bytes()[:1000])
 
@@ -69,7 +77,8 @@ def _truncated_optimizer(c):
     (c / "optim.safetensors").write_bytes((c / "optim.safetensors").read_bytes()[:-8])
 
 
-@pytest.mark.parametrize("damage", [_empty_trainer, _truncated_weights, _truncated_optimizer])
+@pytest.mark.parametrize("damage", [_empty_trainer, _truncated_weights, _truncated_optimizer, _counter("wall_s", "ten"),
+                                    _counter("step", -1), _counter("d_step", 2.5), _counter("best", "low")])
 def test_resume_falls_back_past_a_damaged_checkpoint(run, damage, caplog):
     caplog.set_level(logging.INFO)
     damage(run / "checkpoints" / STEP64)
@@ -87,6 +96,20 @@ def test_resume_falls_back_past_a_damaged_checkpoint(run, damage, caplog):
     assert not list((run / "checkpoints").glob(".*")) and (run / "checkpoints" / "step-abc").is_dir()
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["kimg"] for r in rows if "loss_d" in r] == [0.032, 0.064, 0.096]
+
+
+def test_damaged_counters_make_a_checkpoint_unloadable(base_run, tmp_path):
+    """Each counter of trainer.json is checked as it is read: a string, a negative or a fractional count, a
+    non-finite time or best is damage, which --resume skips past."""
+    good = read_checkpoint(base_run / "checkpoints" / STEP64, 0, ["G", "D", "ema"]).counters
+    assert good.images_seen == 64 and isinstance(good.wall_s, float)
+    for key, value in (("wall_s", "ten"), ("wall_s", float("inf")), ("step", -1), ("d_step", 2.5), ("best", "low"),
+                       ("images_seen", True), ("step", None)):
+        folder = tmp_path / f"{key}-{value}" / STEP64
+        shutil.copytree(base_run / "checkpoints" / STEP64, folder)
+        (folder / "trainer.json").write_text(json.dumps({**asdict(good), key: value}))
+        with pytest.raises(Damaged, match=f"{key}="):
+            read_checkpoint(folder, 0, ["G", "D", "ema"])
 
 
 def test_no_loadable_checkpoint_is_one_line(run):

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,40 @@ def test_python_values_override_like_set(tmp_path):
     assert r.train.kimg == 0.5 and r.optim.betas == [0.0, 0.99]
     with pytest.raises(RecipeError, match="unknown key 'train.kimgg'"):
         load_recipe(write(tmp_path, "name: x\n"), values={"train.kimgg": 1})
+
+
+def test_yaml_1_2_numbers_without_octal_or_sexagesimal_surprises(tmp_path):
+    """Integers and floats read as YAML 1.2's core schema, in files and in --set: 010 is ten, 0o10 eight, 0x10
+    sixteen, 1e-4 a float; 1:30, yes and 1_000 stay strings, which the type check refuses where a number belongs."""
+    path = tmp_path / "r.yaml"
+    path.write_text("name: x\nseed: 010\ntrain: {kimg: 1e-4, batch_size: 0x10}\ndata: {limit: 0o10}\n")
+    r = load_recipe(path)
+    assert (r.seed, r.train.kimg, r.train.batch_size, r.data.limit) == (10, 1e-4, 16, 8)
+    assert load_recipe(path, ["seed=010", "train.minutes=90"]).seed == 10
+    assert load_recipe(path, ["data.path=2024-01-01"]).data.path == "2024-01-01"  # a string, not a date
+    for override, message in (("train.minutes=1:30", "expected float, got str '1:30'"),
+                              ("data.hflip=yes", "expected bool, got 'yes'"),
+                              ("train.batch_size=1_000", "expected int, got str '1_000'")):
+        with pytest.raises(RecipeError, match=re.escape(message)):
+            load_recipe(path, [override])
+
+
+def test_recipe_parsing_is_bounded(tmp_path):
+    """Aliases (a billion laughs in a few hundred bytes), duplicate keys and deep nesting are one line each, read
+    in milliseconds; a section must be a mapping."""
+    path = tmp_path / "r.yaml"
+    for text, message in (
+            ("name: x\na: &a [l, l, l, l, l, l, l, l, l]\nb: [*a, *a]\n", "line 3: the YAML alias *a is refused"),
+            ("name: x\ndata: {path: mnist, path: x}\n", "line 2: duplicate key 'path' (first at line 2)"),
+            ("name: x\nname: y\n", "line 2: duplicate key 'name' (first at line 1)"),
+            ("name: x\ndata: " + "[" * 40 + "]" * 40 + "\n", "nested more than 32 deep"),
+            ("name: x\n" + "".join("  " * i + f"k{i}:\n" for i in range(300)), "nested more than 32 deep"),
+            ("name: x\ndata: 3\n", "'data' must be a mapping"),
+            ("name: x\neval: []\n", "'eval' must be a mapping"),
+            ("name: x\nseed: !!int '1:30'\n", "!!int '1:30' is not an integer")):
+        path.write_text(text)
+        with pytest.raises(RecipeError, match=re.escape(message)):
+            load_recipe(path)
+    path.write_bytes(b"name: x\n" + b"#" * (2**20))
+    with pytest.raises(RecipeError, match="is over 1,048,576 bytes"):
+        load_recipe(path)

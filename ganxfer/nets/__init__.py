@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ganxfer.schema import Recipe
 
 MAX_PARAMETERS = 1_000_000_000  # 4 GB of float32 weights; DCGAN at 128px with ngf 256 has ~200M
+MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH = 2**20, 8  # an exported config.json: under 2 KB, 3 deep
 EXTRA_RANGES = {"grow": (0, 3), "pixel_ndf": (0, 1024), "classes": (0, 4096)}  # config keys that no recipe key shares
 
 
@@ -132,18 +133,38 @@ def read_config(folder: str | Path) -> dict:
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise ModelFormatError(f"{folder} has no config.json; expected an exported ganxfer model folder")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ModelFormatError(f"{path} is {path.stat().st_size:,} bytes, over the {MAX_CONFIG_BYTES:,} a config.json "
+                               "of constructor arguments takes; export the model again")
     try:
         config = json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelFormatError(f"{path} is not valid JSON ({getattr(e, 'msg', e)})") from None
+    except RecursionError:  # json's parser recurses once per nesting level
+        raise ModelFormatError(f"{path} is nested too deep to be a config of constructor arguments; export the "
+                               "model again") from None
     if not isinstance(config, dict):
         raise ModelFormatError(f"{path} holds a JSON {type(config).__name__}; expected an object of constructor "
                                "arguments")
+    if _depth(config) > MAX_CONFIG_DEPTH:
+        raise ModelFormatError(f"{path} is nested more than {MAX_CONFIG_DEPTH} deep, which no config of constructor "
+                               "arguments is; export the model again")
     meta = config.get("ganxfer")
     if not isinstance(meta, dict) or not all(isinstance(meta.get(k), str) for k in ("role", "kind")):
         raise ModelFormatError(f"{path} has no 'ganxfer' block with role and kind, so it was not exported by "
                                "ganxfer; export the model with ganxfer.nets.export_model")
     return config
+
+
+def _depth(value) -> int:
+    """How deep JSON lists and objects nest in ``value`` (a scalar is 0), without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        node, level = todo.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, level)
+            todo.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def build_from_config(config: dict, role: str | None = None, where: str = "config.json") -> nn.Module:
