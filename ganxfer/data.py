@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ganxfer import hubdata
 from ganxfer.cache import mnist_root
-from ganxfer.images import IMAGE_EXTENSIONS, DataError, list_images, open_image, to_square
+from ganxfer.images import IMAGE_EXTENSIONS, DataError, open_image, to_square, walk_images
 from ganxfer.schema import DataConfig
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class ImageSet(torch.utils.data.Dataset):
     root: Path | None = None
     files: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    unreadable_folders: list[str] = field(default_factory=list)  # subfolders that could not be listed
     labels: torch.Tensor | None = None
     workers: int = 2
     _archive: tuple[int, zipfile.ZipFile | None] | None = field(default=None, init=False, repr=False)  # (pid, zip)
@@ -170,12 +171,15 @@ def _from_mnist(cfg: DataConfig) -> ImageSet:
 def _from_files(cfg: DataConfig, root: Path) -> ImageSet:
     if not root.exists():
         raise DataError(f"data.path {root} does not exist; point it at a folder or zip of images, or 'mnist'")
-    files = list_images(root)
+    files, folders = walk_images(root)  # a device or FIFO is refused before anything reads it
+    if "." in folders:
+        raise DataError(f"data.path {root} cannot be read (permission denied); make it readable")
     if cfg.limit:
         files = files[: cfg.limit]
     if not files:
         raise DataError(f"data.path {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-    data = ImageSet(cfg.resolution, cfg.channels, root=root, files=files, workers=max(cfg.workers, 1))
+    data = ImageSet(cfg.resolution, cfg.channels, root=root, files=files, workers=max(cfg.workers, 1),
+                    unreadable_folders=folders)
     stream = len(files) * cfg.channels * cfg.resolution**2 > cfg.in_memory_gb * 2**30
     if stream:  # every file is decoded once now, so that streaming skips exactly what decoding into RAM skips
         log.info("streaming %d images from %s (larger than data.in_memory_gb); checking that each decodes",
@@ -210,6 +214,11 @@ def load_data(cfg: DataConfig) -> ImageSet:
     if data.unreadable:
         shown = ", ".join(data.unreadable[:3]) + (" ..." if len(data.unreadable) > 3 else "")
         log.warning("skipped %d unreadable image(s) under %s: %s", len(data.unreadable), cfg.path, shown)
+    if data.unreadable_folders:
+        folders = data.unreadable_folders
+        shown = ", ".join(folders[:3]) + (" ..." if len(folders) > 3 else "")
+        log.warning("skipped %d folder(s) under %s that could not be read (permission denied): %s; make them "
+                    "readable to train on their images", len(folders), cfg.path, shown)
     where = "decoded into memory" if data.pixels is not None else "streamed from disk"
     limit = f", the first {cfg.limit} (data.limit)" if cfg.limit else ""
     log.info("%d images from %s%s at %d px, %s", len(data), cfg.path, limit, cfg.resolution, where)
@@ -220,7 +229,8 @@ def load_training_data(cfg: DataConfig) -> ImageSet:
     """:func:`load_data`, refusing a folder or zip that holds too few readable images to train a GAN on."""
     data = load_data(cfg)
     if data.root is not None and len(data) < MIN_TRAINING_IMAGES and not cfg.limit:
-        skipped = f" ({len(data.unreadable)} more could not be read)" if data.unreadable else ""
+        folders = f" and {len(data.unreadable_folders)} folder(s)" if data.unreadable_folders else ""
+        skipped = f" ({len(data.unreadable)} more{folders} could not be read)" if data.unreadable or folders else ""
         raise DataError(f"data.path {cfg.path} holds only {len(data)} readable images{skipped}; training needs "
                         f"at least {MIN_TRAINING_IMAGES} (a few hundred or more for varied results): add images")
     return data

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import stat
 import zipfile
 from contextlib import nullcontext
 from pathlib import Path
@@ -20,6 +22,7 @@ from ganxfer.errors import GanxferError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 MAX_FILE_BYTES = 64 * 2**20  # one image file or zip member; larger ones count as unreadable
+MAX_SIDE = 16_384  # pixels along either side (PIL's area guard alone lets a 1 x 89,000,000 strip through)
 HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit grayscale (PNG, TIFF) and 32-bit integer modes
 
 
@@ -27,27 +30,52 @@ class DataError(GanxferError):
     """A data problem, phrased as one line for the user."""
 
 
-def list_images(path: Path) -> list[str]:
-    """Image files under a folder (recursive) or inside a zip, sorted by name."""
+def check_root(path: Path) -> None:
+    """Refuse a data path that is neither a folder nor a regular file: reading a device (``/dev/zero``), FIFO or
+    socket would never end."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist; point it at a folder or zip of images") from None
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        raise DataError(f"{path} is a special file (a device, FIFO or socket), not a folder or zip of images; "
+                        "point it at a folder or zip of images")
+
+
+def walk_images(path: Path) -> tuple[list[str], list[str]]:
+    """Image files under a folder (recursive; regular files only) or inside a zip, sorted by name, and the
+    folders that could not be read (permission denied), relative to ``path`` ('.' for ``path`` itself)."""
+    check_root(path)
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if n.lower().endswith(IMAGE_EXTENSIONS)]
-    else:
-        names = [str(p.relative_to(path)) for p in path.rglob("*")
-                 if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
-    return sorted(names)
+            return sorted(n for n in zf.namelist() if n.lower().endswith(IMAGE_EXTENSIONS)), []
+    names, unreadable = [], []
+    for folder, _, files in os.walk(path, onerror=lambda e: unreadable.append(os.path.relpath(e.filename, path))):
+        names += [os.path.relpath(os.path.join(folder, f), path) for f in files
+                  if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f))]
+    return sorted(names), sorted(unreadable)
+
+
+def list_images(path: Path) -> list[str]:
+    """Image files under a folder (recursive) or inside a zip, sorted by name (:func:`walk_images`)."""
+    return walk_images(path)[0]
 
 
 def open_image(root: Path, name: str, archive: zipfile.ZipFile | None = None) -> Image.Image:
     """One image of a folder or zip, opened lazily, with two guards: files (and zip members, by their declared
     size) over :data:`MAX_FILE_BYTES`, and images over PIL's ``Image.MAX_IMAGE_PIXELS`` (decompression
-    bombs), raise before any pixel is decoded. ``archive``: ``root`` already opened as a zip, read as it is."""
+    bombs), and sides over :data:`MAX_SIDE` raise before any pixel is decoded; so does a file that is no regular
+    file (a FIFO named ``x.png``). ``archive``: ``root`` already opened as a zip, read as it is."""
+    if archive is None:
+        check_root(root)
     if archive is not None or zipfile.is_zipfile(root):
         with zipfile.ZipFile(root) if archive is None else nullcontext(archive) as zf:
             size = zf.getinfo(name).file_size
             data = zf.read(name) if size <= MAX_FILE_BYTES else b""
         img = Image.open(io.BytesIO(data)) if data else None
     else:
+        if not (root / name).is_file():
+            raise DataError(f"{name} is not a regular file")
         size = (root / name).stat().st_size
         img = Image.open(root / name) if size <= MAX_FILE_BYTES else None
     if img is None:
@@ -56,6 +84,10 @@ def open_image(root: Path, name: str, archive: zipfile.ZipFile | None = None) ->
         img.close()
         raise Image.DecompressionBombError(f"{name} has {img.width * img.height:,} pixels, over "
                                            f"Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS:,}")
+    if max(img.size) > MAX_SIDE:
+        img.close()
+        raise DataError(f"{name} is {img.width}x{img.height} px, a side over the {MAX_SIDE:,} px a training image "
+                        "may have")
     return img
 
 
@@ -85,6 +117,10 @@ def to_square(img: Image.Image, resolution: int, channels: int) -> np.ndarray:
     uint8. An animated GIF gives its first frame."""
     img = to_8bit(upright(img)).convert("L" if channels == 1 else "RGB")
     w, h = img.size
+    if max(w, h) > 4 * min(w, h):  # a strip: its middle square first, or the resize below would grow it to GBs
+        side = min(w, h)
+        img = img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+        w, h = img.size
     if (w, h) != (resolution, resolution):
         scale = resolution / min(w, h)
         nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))

@@ -1,4 +1,8 @@
+import json
 import logging
+import os
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -231,3 +235,95 @@ def test_training_refuses_a_folder_of_too_few_images_and_reports_counts(anime_su
     assert len(data) == 50 and f"50 images from {few}, the first 50 (data.limit) at 32 px" in caplog.text
     enough = anime_subset(MIN_TRAINING_IMAGES, start=200)
     assert len(load_training_data(DataConfig(path=str(enough), resolution=32))) == MIN_TRAINING_IMAGES
+
+
+def test_long_sides_are_refused_before_decoding_and_strips_are_squared_cheaply(anime_subset, tmp_path):
+    """A 1 x 1,000,000 px image (under PIL's area cap) and a side over MAX_SIDE count as unreadable, from their
+    headers; a strip within the cap is cropped to its middle square before the resize, so it never grows to GBs."""
+    root = anime_subset(3)
+    Image.new("L", (1_000_000, 1), 128).save(root / "strip.png")
+    Image.new("L", (2, images_module.MAX_SIDE + 1), 128).save(root / "tall.png")
+    with zipfile.ZipFile(tmp_path / "set.zip", "w") as zf:
+        for p in sorted(root.iterdir()):
+            zf.write(p, p.name)
+    for path in (root, tmp_path / "set.zip"):
+        data = load_data(DataConfig(path=str(path), resolution=32))
+        assert data.unreadable == ["strip.png", "tall.png"] and len(data) == 3
+    with pytest.raises(DataError, match="a side over the 16,384 px"):
+        images_module.open_image(root, "strip.png")
+    strip = np.zeros((8, 16_000, 3), np.uint8)
+    strip[:, 7996:8004] = 255  # the middle 8 x 8 square is white
+    square = images_module.to_square(Image.fromarray(strip), 1024, 3)  # resized first, it would be 2 Gpx
+    assert square.shape == (1024, 1024, 3) and square.mean() > 250
+
+
+def test_special_files_are_refused_without_being_read(anime_subset, tmp_path):
+    """A device or a FIFO (even one named like a zip or an image) is never opened: reading it would never end."""
+    os.mkfifo(tmp_path / "pipe.zip")
+    for path in ("/dev/zero", str(tmp_path / "pipe.zip")):
+        with pytest.raises(DataError, match="is a special file"):
+            load_data(DataConfig(path=path, resolution=32))
+    root = anime_subset(3)
+    os.mkfifo(root / "fifo.png")  # inside a folder: not listed
+    assert images_module.list_images(root) == sorted(p.name for p in root.glob("*.jpg"))
+    with pytest.raises(DataError, match="is not a regular file"):
+        images_module.open_image(root, "fifo.png")
+
+
+def _as_nobody(fn):
+    """``fn()`` in a forked child that runs as the unprivileged user 'nobody' when this is root (who reads any
+    folder), else here; its (JSON) result."""
+    if os.geteuid() != 0:
+        return fn()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery from here, only os._exit
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write, json.dumps(fn()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as fh:
+        out = fh.read()
+    os.waitpid(pid, 0)
+    return json.loads(out)
+
+
+def test_unreadable_folders_are_counted_and_reported(anime_dir):
+    """A subfolder the process may not list is reported (count and names), with the images it could read; a data
+    path it may not list at all is one line."""
+    root = Path(tempfile.mkdtemp(prefix="ganxfer-perm-"))  # outside pytest's root-only folder, for 'nobody'
+    try:
+        root.chmod(0o755)
+        for sub in ("open", "locked", "open/locked-too"):
+            (root / sub).mkdir()
+        for i, sub in enumerate(("", "open", "locked", "open/locked-too")):
+            shutil.copy(anime_dir / f"{i:05d}.jpg", root / sub / f"{i}.jpg")
+        for sub in ("open", "locked", "open/locked-too"):
+            (root / sub).chmod(0o755 if sub == "open" else 0o700 if os.geteuid() == 0 else 0o000)
+        (root / "0.jpg").chmod(0o644)
+        (root / "open" / "1.jpg").chmod(0o644)
+
+        def load() -> dict:
+            records: list[str] = []
+            handler = logging.Handler()
+            handler.emit = lambda record: records.append(record.getMessage())
+            logging.getLogger("ganxfer.data").addHandler(handler)
+            data = load_data(DataConfig(path=str(root), resolution=16))
+            try:
+                load_data(DataConfig(path=str(root / "locked"), resolution=16))
+                locked = "loaded"
+            except DataError as e:
+                locked = str(e)
+            return {"files": data.files, "folders": data.unreadable_folders, "log": records, "locked": locked}
+
+        seen = _as_nobody(load)
+        assert seen["files"] == ["0.jpg", "open/1.jpg"] and seen["folders"] == ["locked", "open/locked-too"]
+        assert any("skipped 2 folder(s)" in line and "locked, open/locked-too" in line for line in seen["log"])
+        assert seen["locked"] == f"data.path {root / 'locked'} cannot be read (permission denied); make it readable"
+    finally:
+        for sub in ("locked", "open/locked-too"):
+            (root / sub).chmod(0o755)
+        shutil.rmtree(root)
