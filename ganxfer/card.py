@@ -8,6 +8,7 @@ recorded one, ``samples.png`` (the run's latest grid, or one rendered now) and `
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import tempfile
@@ -21,6 +22,9 @@ from ganxfer.cache import NETWORK_ERRORS, at, hub_offline, parse_hub_id
 from ganxfer.errors import GanxferError
 from ganxfer.images import write_grid
 from ganxfer.nets import load_model, read_config
+from ganxfer.paths import output_folder
+from ganxfer.recipe import check_sections, parse_yaml
+from ganxfer.schema import RecipeError
 from ganxfer.sources import BUNDLED, SourceError, resolve
 from ganxfer.space import build_space
 from ganxfer.version import __version__
@@ -149,9 +153,27 @@ def _json(text: str) -> dict:
     """A JSON object, or {} for anything else (a damaged file only makes the card less complete)."""
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+# metrics.jsonl keys the card, the demo and plots do arithmetic with: a row holding anything but a finite number
+# under one of them is damaged, and skipped
+NUMERIC = ("kimg", "step", "wall_s", "loss_d", "loss_g", "images_per_s", "fid", "kid_mean", "kid_std", "precision",
+           "recall", "grid_diversity")
+
+
+def metric_row(line: str) -> dict:
+    """One ``metrics.jsonl`` row, or {} when it is damaged: not a JSON object, or a non-number under a key of
+    :data:`NUMERIC`."""
+    row = _json(line)
+    for key in NUMERIC:
+        value = row.get(key)
+        if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                      and math.isfinite(value)):
+            return {}
+    return row
 
 
 def run_info(run: Path | None, hardware: str | None = None) -> RunInfo:
@@ -162,22 +184,27 @@ def run_info(run: Path | None, hardware: str | None = None) -> RunInfo:
     if run is None:
         return info
     if (run / "recipe.yaml").is_file():
-        try:
-            info.recipe = yaml.safe_load((run / "recipe.yaml").read_bytes()) or {}
-        except yaml.YAMLError:
-            info.recipe = None
-        if not isinstance(info.recipe, dict):
-            raise PushError(f"{run / 'recipe.yaml'} is not a YAML mapping; fix it, or remove it to push without it")
+        path = run / "recipe.yaml"
+        try:  # the recipe loader's bounds: no aliases, no duplicate keys, limited nesting, sections are mappings
+            info.recipe = parse_yaml(path.read_bytes().decode("utf-8", errors="replace"), str(path)) or {}
+            why = "" if isinstance(info.recipe, dict) else f"it holds a {type(info.recipe).__name__}"
+            check_sections(info.recipe, str(path))
+        except RecipeError as e:
+            why = str(e).removeprefix(f"{path}: ")
+        if why:
+            raise PushError(f"{path} is not a YAML mapping of recipe sections ({why}); fix it, or remove it to push "
+                            "without it")
     if (run / "metrics.jsonl").is_file():
         info.rows = [row for line in (run / "metrics.jsonl").read_text(errors="replace").splitlines()
-                     if (row := _json(line))]
-    seen = [round(r["kimg"] * 1000) for r in info.rows if isinstance(r.get("kimg"), (int, float))]
+                     if (row := metric_row(line))]
+    seen = [round(r["kimg"] * 1000) for r in info.rows if r.get("kimg") is not None]
     seen += [_json(p.read_text(errors="replace")).get("images_seen", 0)
-             for p in run.glob("checkpoints/step-*/trainer.json")]
-    seen = [s for s in seen if isinstance(s, int)]
+             for p in run.glob("checkpoints/step-*/trainer.json") if p.is_file()]
+    seen = [s for s in seen if isinstance(s, int) and not isinstance(s, bool) and s >= 0]
     info.images_seen = max(seen) if seen else None
     transfers = _json((run / "transfer.json").read_text(errors="replace")) if (run / "transfer.json").is_file() else {}
-    transfers = {role: t for role, t in transfers.items() if isinstance(t, dict)}
+    transfers = {role: {k: v for k, v in t.items() if isinstance(v, str)}  # a damaged entry tells nothing
+                 for role, t in transfers.items() if isinstance(t, dict)}
     transfer = transfers.get("generator", {})
     info.transfer_source = transfer.get("source") or (info.recipe.get("generator") or {}).get("init")
     info.base_model = base_model(info.transfer_source, transfer.get("source_dir"))
@@ -475,9 +502,7 @@ def push(source: str, repo_id: str, private: bool = False, revision: str | None 
         return folder, files
 
     if dry_run_dir is not None:
-        out = Path(dry_run_dir)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise PushError(f"--dry-run {out} already exists and is not an empty folder; pick a new folder")
+        out = output_folder(dry_run_dir, "--dry-run")  # new or empty, writable, not under a file
         write(out)
         return str(out)
     if hub_offline():

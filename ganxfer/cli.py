@@ -10,9 +10,12 @@ from pathlib import Path
 import click
 
 from ganxfer.errors import GanxferError, OptionError
+from ganxfer.schema import MAX_SEED, MIN_EVAL_SIDE
 from ganxfer.version import __version__
 
-MAX_GRID = 1024  # images in one --out .png grid; a folder takes any number
+MAX_GRID = 1024  # images in one --out .png grid
+MAX_IMAGES = 1_000_000  # images one sample or evaluate call generates: ~12 GB of 64 px PNGs, days on a CPU
+SEED = click.IntRange(0, MAX_SEED)  # as a recipe's seed: what every random generator takes
 
 
 class Group(click.Group):
@@ -71,13 +74,13 @@ def run_options(fn):
     fn = click.option("--resume", is_flag=True,
                       help="Continue from the newest checkpoint that loads, with RUN/recipe.yaml (plus --set); "
                            "--set train.kimg=<larger> extends the budget.")(fn)
-    fn = click.option("--run-dir", type=click.Path(path_type=Path), help="Run folder (default: runs/<name>).")(fn)
+    fn = click.option("--run-dir", type=click.Path(), help="Run folder (default: runs/<name>).")(fn)
     fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                       help="Override a recipe key (dotted, typed, repeatable), e.g. --set train.kimg=5.")(fn)
     return click.argument("recipe")(fn)
 
 
-def _run(recipe: str, overrides: tuple[str, ...], run_dir: Path | None, resume: bool, overwrite: bool,
+def _run(recipe: str, overrides: tuple[str, ...], run_dir: str | None, resume: bool, overwrite: bool,
          dry_run: bool, need_init: bool) -> None:
     from ganxfer.run import resolve, run
 
@@ -149,34 +152,42 @@ def recipes() -> None:
 
 @main.command()
 @click.argument("source")
-@click.option("--num", "-n", type=click.IntRange(min=1), default=64, show_default=True, help="Number of images.")
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
-              help=f"A .png path writes one grid (at most {MAX_GRID} images); any other path writes a folder of "
-                   "PNG files, generated and written in batches.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the latent vectors.")
-@click.option("--device", default=None, help="torch device (default: cuda if available).")
-def sample(source: str, num: int, out: Path, seed: int, device: str | None) -> None:
+@click.option("--num", "-n", type=click.IntRange(1, MAX_IMAGES), default=64, show_default=True,
+              help=f"Number of images (a grid holds at most {MAX_GRID:,}, a folder {MAX_IMAGES:,}).")
+@click.option("--out", "-o", required=True, type=click.Path(),
+              help=f"A .png file writes one grid (at most {MAX_GRID} images; an existing .png is replaced); a name "
+                   "without an image suffix writes a new or empty folder of PNG files, generated and written in "
+                   "batches. Other image suffixes (.jpg, ...) are refused.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help=f"Seed of the latent vectors (0 to {MAX_SEED}).")
+@click.option("--device", default=None, help="torch device: cpu, cuda or cuda:N (default: cuda if available).")
+def sample(source: str, num: int, out: str, seed: int, device: str | None) -> None:
     """Generate images from SOURCE: a run folder, an exported generator, a bundled name or a Hub id.
 
     \b
     ganxfer sample runs/mnist_dcgan --num 64 --out grid.png
     ganxfer sample dcgan-mnist-64 --num 1000 --out fakes/ --seed 1
     """
-    import torch
     from torchvision.utils import save_image
 
-    from ganxfer.images import write_grid
-    from ganxfer.sources import load_generator
+    from ganxfer.images import IMAGE_EXTENSIONS, write_grid
+    from ganxfer.paths import output_file, output_folder
+    from ganxfer.sources import load_generator, pick_device
 
-    grid = out.suffix.lower() == ".png"
+    if not out.strip():
+        raise OptionError("--out is empty; name a .png file for a grid, or a new or empty folder")
+    suffix = Path(out).suffix.lower()
+    grid = suffix == ".png"
+    if suffix in IMAGE_EXTENSIONS and not grid:
+        raise OptionError(f"--out {out}: a grid is written as PNG; name it .png, or name a folder (no image suffix)")
+    out = output_file(out, "--out", (".png",)) if grid else output_folder(out, "--out")
     if grid and num > MAX_GRID:
         raise OptionError(f"--num {num}: a .png grid holds at most {MAX_GRID} images; pass a folder as --out")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(device)
     generator = load_generator(source).to(device)
     if grid:
         write_grid(generator.sample(num, seed=seed), out)
     else:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)  # new or empty: output_folder checked it
         i = 0
         for images in generator.iter_samples(num, seed=seed):
             for img in images:
@@ -189,23 +200,27 @@ def sample(source: str, num: int, out: Path, seed: int, device: str | None) -> N
 @click.argument("source")
 @click.option("--data", required=True,
               help="Real images: 'mnist', a folder or zip of images, or hub:owner/dataset.")
-@click.option("--num", "-n", type=click.IntRange(min=2), default=None,
+@click.option("--num", "-n", type=click.IntRange(2, MAX_IMAGES), default=None,
               help="Generated images [default: 10000 on a GPU, 1000 on a CPU, where Inception runs at a few "
                    "images/s: 10000 take 20 min to over an hour on 2 cores]; for an image-folder SOURCE its first N "
                    "[default: all].")
 @click.option("--num-real", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Use the first N real images (0: all); their features are cached, so only the first call pays.")
 @click.option("--metrics", default="fid,kid,pr", show_default=True, help="Comma list of fid, kid, pr.")
-@click.option("--batch", "-b", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--batch", "-b", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="Images per Inception forward.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the result as JSON here.")
-@click.option("--resolution", type=click.IntRange(8, 1024), default=None,
-              help="Side for an image-folder SOURCE [default: its first readable image's short side].")
+@click.option("--json", "json_out", type=click.Path(),
+              help="Also write the result as JSON into this .json file (an existing .json file is replaced).")
+@click.option("--resolution", type=click.IntRange(MIN_EVAL_SIDE, 1024), default=None,
+              help="Side for an image-folder SOURCE [default: its first readable image's short side, at least "
+                   f"{MIN_EVAL_SIDE}]; at least {MIN_EVAL_SIDE} (CIFAR-10's side, the smallest FID and KID are "
+                   "reported at).")
 @click.option("--kid-subset-size", type=click.IntRange(min=2), default=None,
               help="KID subset size [default: min(1000, smaller set // 2)].")
-@click.option("--seed", default=0, show_default=True, help="Seed of the generated latents.")
-@click.option("--device", default=None, help="torch device (default: cuda if available).")
-def evaluate(source: str, data: str, num, num_real, metrics: str, batch: int, json_out: Path | None, resolution,
+@click.option("--seed", type=SEED, default=0, show_default=True,
+              help=f"Seed of the generated latents (0 to {MAX_SEED}).")
+@click.option("--device", default=None, help="torch device: cpu, cuda or cuda:N (default: cuda if available).")
+def evaluate(source: str, data: str, num, num_real, metrics: str, batch: int, json_out: str | None, resolution,
              kid_subset_size, seed: int, device: str | None) -> None:
     """Score SOURCE against real images with FID, KID and precision/recall, plus a diversity ratio and a
     collapse flag (generated features spread less than 0.85x as much as the real ones).
@@ -228,12 +243,15 @@ def evaluate(source: str, data: str, num, num_real, metrics: str, batch: int, js
 
     from ganxfer.metrics import evaluate as run_evaluate
     from ganxfer.metrics import format_table
+    from ganxfer.paths import output_file
 
     if num_real == 1:
         raise click.BadParameter("must be 0 (all) or at least 2", param_hint="--num-real")
+    json_out = output_file(json_out, "--json", (".json",)) if json_out is not None else None  # before scoring
+    given = click.get_current_context().get_parameter_source("num_real") != click.core.ParameterSource.DEFAULT
     result = run_evaluate(source, data, num=num, num_real=num_real or None, metrics=metrics, batch=batch,
                           resolution=resolution, kid_subset_size=kid_subset_size, seed=seed, device=device,
-                          say=lambda line: click.echo(line, err=True))
+                          say=lambda line: click.echo(line, err=True), warn_real=given)
     click.echo(format_table(result))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -243,8 +261,9 @@ def evaluate(source: str, data: str, num, num_real, metrics: str, batch: int, js
 
 @main.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Image file (.png, .pdf, .svg).")
-def plot(runs: tuple[Path, ...], out: Path) -> None:
+@click.option("--out", "-o", required=True, type=click.Path(),
+              help="Image file: .png, .pdf or .svg (an existing one of these is replaced; other names are refused).")
+def plot(runs: tuple[Path, ...], out: str) -> None:
     """Plot FID/KID against kimg and wall time, and the losses, of one or more RUN folders.
 
     The legend uses each run's recipe name. Quality curves need in-training evaluation
@@ -264,7 +283,7 @@ def plot(runs: tuple[Path, ...], out: Path) -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="Port to serve on [default: 7860, or the next free one].")
 @click.option("--share", is_flag=True, help="Also open a temporary public gradio.live link.")
-@click.option("--device", default=None, help="torch device (default: cuda if available).")
+@click.option("--device", default=None, help="torch device: cpu, cuda or cuda:N (default: cuda if available).")
 def demo(source: str, port: int | None, share: bool, device: str | None) -> None:
     """Serve a demo page of SOURCE in the browser: seed grids, interpolations, a latent scale, downloads.
 
@@ -309,14 +328,14 @@ def backbones(as_json: bool) -> None:
 @click.option("--private", is_flag=True, help="Create the repo as private (an existing repo keeps its visibility).")
 @click.option("--revision", metavar="BRANCH", help="Upload to this branch, created from main when missing.")
 @click.option("--with-discriminator", is_flag=True, help="Also upload the discriminator, into discriminator/.")
-@click.option("--dry-run", "dry_run", type=click.Path(path_type=Path),
+@click.option("--dry-run", "dry_run", type=click.Path(),
               help="Write the exact folder that would be uploaded into this (new or empty) folder; no network.")
 @click.option("--license", "license_", default="apache-2.0", show_default=True, help="License in the model card.")
 @click.option("--hardware", help="Hardware line of the model card (default: what the run recorded).")
 @click.option("--space", metavar="SPACE_ID", help="Also write a Gradio Space (owner/name) serving `ganxfer demo` "
                                                    "of REPO_ID; the model card links to it.")
 def push(source: str, repo_id: str, private: bool, revision: str | None, with_discriminator: bool,
-         dry_run: Path | None, license_: str, hardware: str | None, space: str | None) -> None:
+         dry_run: str | None, license_: str, hardware: str | None, space: str | None) -> None:
     """Upload SOURCE (a run folder or exported generator) to the Hub as REPO_ID (owner/name).
 
     The repo gets config.json + model.safetensors (the generator, loadable as `ganxfer sample REPO_ID`),

@@ -43,8 +43,8 @@ from ganxfer.cache import ganxfer_cache, mnist_root
 from ganxfer.data import ImageSet, image_source, load_data, to_uint8
 from ganxfer.errors import GanxferError, WeightsError
 from ganxfer.images import list_images, open_image
-from ganxfer.schema import METRICS, MIN_IMAGES, DataConfig, field_range
-from ganxfer.sources import load_generator
+from ganxfer.schema import METRICS, MIN_EVAL_SIDE, MIN_IMAGES, DataConfig, field_range
+from ganxfer.sources import load_generator, pick_device
 from ganxfer.version import __version__
 
 log = logging.getLogger(__name__)
@@ -370,42 +370,54 @@ def evaluate(source: str, data: str, num: int | None = None, num_real: int | Non
              metrics: str | list[str] = "fid,kid,pr", batch: int = 64, resolution: int | None = None,
              kid_subset_size: int | None = None, seed: int = 0, device: str | None = None,
              extractor: str = EXTRACTOR, cache: Path | None = None,
-             say: Callable[[str], None] | None = None) -> dict:
+             say: Callable[[str], None] | None = None, warn_real: bool = True) -> dict:
     """Score SOURCE (a generator source or a folder/zip of images) against the real images at ``data``.
 
     ``num`` generated images (default :func:`default_num`: 10,000 on an accelerator, 1,000 on a CPU; for an image
     folder, its first ``num``, default all) against the first ``num_real`` images of ``data`` (default all), at
     the generator's resolution and channels (for an image folder: RGB at its first image's short side, unless
     ``resolution`` is given). With ``say``, one line before any features are extracted tells how many images will
-    be and, from a timed probe, about how long that takes here (:func:`plan_line`).
+    be and, from a timed probe, about how long that takes here (:func:`plan_line`). A source folder holding fewer
+    than ``num`` images, or data fewer than ``num_real`` (with ``warn_real``), is scored with what it holds, and
+    a warning says so.
     """
     names = parse_metrics(metrics)
     t0 = time.time()
-    dev = torch.device(device) if device else default_device()
-    if resolution is not None and not 8 <= resolution <= MAX_RESOLUTION:
-        raise MetricsError(f"--resolution {resolution} is out of range; expected 8 to {MAX_RESOLUTION}")
+    dev = pick_device(device)
+    if resolution is not None and not MIN_EVAL_SIDE <= resolution <= MAX_RESOLUTION:
+        raise MetricsError(f"--resolution {resolution} is out of range; expected {MIN_EVAL_SIDE} (the smallest side "
+                           f"FID and KID are reported at) to {MAX_RESOLUTION}")
     generator = None
     if not is_image_source(source):  # a bad generator fails before the feature network loads
         generator = load_generator(source).to(dev)
     net = load_extractor(extractor, dev)  # missing weights fail before any image is read
     if generator is None:
-        side, channels = resolution or _first_image_side(source), 3
+        side, channels = resolution or max(_first_image_side(source), MIN_EVAL_SIDE), 3
         fake_cfg = DataConfig(path=str(source), resolution=side, channels=3, limit=num)
         fake_hit, fake_data = _cached_or_loaded(fake_cfg, net.name, cache)
     else:
         _, channels, side, _ = generator.sample(1, seed=seed).shape
         if resolution and resolution != side:
             raise MetricsError(f"--resolution {resolution} differs from the generator's {side}; drop it")
+        if side < MIN_EVAL_SIDE:
+            raise MetricsError(f"{source} makes {side}px images, below the {MIN_EVAL_SIDE}px evaluation scores; "
+                               "evaluate a generator of a larger side")
         num = num or default_num(dev)
     real_cfg = DataConfig(path=str(data), resolution=side, channels=channels, limit=num_real)
     real_hit, real_data = _cached_or_loaded(real_cfg, net.name, cache)  # a bad --data fails before extraction
+    n_real = len(real_hit if real_hit is not None else real_data)
+    if generator is None and num and len(fake_hit if fake_hit is not None else fake_data) < num:
+        log.warning("--num %d: %s holds %d readable images; scoring those", num, source,
+                    len(fake_hit if fake_hit is not None else fake_data))
+    if warn_real and num_real and n_real < num_real:
+        log.warning("--num-real %d: %s holds %d readable images; scoring those", num_real, data, n_real)
     if say is not None:
         n_fake = num if generator is not None else len(fake_hit if fake_hit is not None else fake_data)
         fake_todo = n_fake if generator is not None or fake_hit is None else 0
         real_todo = 0 if real_hit is not None else len(real_data)
         rate = images_per_second(net, side) if fake_todo + real_todo else None
         bigger = DEFAULT_NUM_GPU if generator is not None and num < DEFAULT_NUM_GPU else None
-        say(plan_line(n_fake, len(real_hit if real_hit is not None else real_data), fake_todo, real_todo,
+        say(plan_line(n_fake, n_real, fake_todo, real_todo,
                       "generated" if generator is not None else "source", dev, net.name, rate, bigger))
     cached = {}
     if generator is None:

@@ -13,13 +13,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from ganxfer.errors import GanxferError
+from ganxfer.paths import output_file
 
 log = logging.getLogger(__name__)
 QUALITY = (("fid", "FID"), ("kid_mean", "KID"))
 LOSSES = (("loss_d", "D loss"), ("loss_g", "G loss"))
+FORMATS = (".png", ".pdf", ".svg")  # what --out may be
+PLOTTED = ("kimg", "wall_s", "fid", "kid_mean", "kid_std", "loss_d", "loss_g")  # numbers where present
 
 
 class PlotError(GanxferError):
@@ -41,15 +42,23 @@ def read_run(run: str | Path) -> RunLog:
         raise PlotError(f"{run} has no metrics.jsonl; pass run folders written by 'ganxfer train'")
     name = run.name
     if (run / "recipe.yaml").is_file():
-        name = (yaml.safe_load((run / "recipe.yaml").read_text()) or {}).get("name") or name
+        from ganxfer.recipe import parse_yaml  # bounded: no aliases, limited nesting
+
+        recipe = parse_yaml((run / "recipe.yaml").read_bytes().decode("utf-8", errors="replace"),
+                            str(run / "recipe.yaml"))
+        name = str(recipe.get("name") or name) if isinstance(recipe, dict) else name
     out = RunLog(name)
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise PlotError(f"{path}:{i} is not valid JSON") from None
+        bad = [k for k in PLOTTED if isinstance(row, dict) and row.get(k) is not None and not _number(row[k])]
+        if not isinstance(row, dict) or bad or ("kimg" not in row and any(k in row for k, _ in QUALITY + LOSSES)):
+            what = f"{bad[0]}={row[bad[0]]!r} is not a number" if bad else "it is no row of kimg and values"
+            raise PlotError(f"{path}:{i}: {what}; fix or delete that line")
         if any(k in row for k, _ in QUALITY):
             out.evals.append(row)
         elif "loss_d" in row:  # grid-diversity and snapshot rows are neither
@@ -57,6 +66,11 @@ def read_run(run: str | Path) -> RunLog:
     for row in out.evals:
         row.setdefault("wall_s", _wall_at(out.train, row["kimg"]))
     return out
+
+
+def _number(value) -> bool:
+    """A JSON number (NaN and infinities included: they plot as gaps)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _wall_at(train: list[dict], kimg: float) -> float | None:
@@ -82,9 +96,9 @@ def _pyplot():
 
 
 def plot_runs(runs: list[str | Path], out: str | Path) -> Path:
-    """Draw every run's curves into ``out`` (PNG, PDF or SVG by suffix); returns ``out``."""
+    """Draw every run's curves into ``out`` (PNG, PDF or SVG by suffix, :data:`FORMATS`); returns ``out``."""
+    out = output_file(out, "--out", FORMATS)  # before any run is read
     fig = make_figure([read_run(r) for r in runs], [Path(r).name for r in runs])
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     _pyplot().close(fig)

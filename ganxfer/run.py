@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ganxfer.errors import OptionError
+from ganxfer.paths import check_run_dir
 from ganxfer.recipe import differences, load_recipe
 from ganxfer.schema import Recipe, RecipeError
 
@@ -26,7 +27,7 @@ def resolve(recipe: str | Path | None, overrides: Iterable[str] = (), values: Ma
     """
     overrides = list(overrides)
     resolved = load_recipe(recipe, overrides, values)
-    run_dir = Path(run_dir) if run_dir else Path("runs") / resolved.name
+    run_dir = check_run_dir(Path("runs") / resolved.name if run_dir is None else run_dir)  # '' is refused
     saved = run_dir / "recipe.yaml"
     if resume and saved.is_file():  # the run's own recipe, with the overrides on top
         original = load_recipe(saved)
@@ -56,6 +57,7 @@ def check_precision(precision: str) -> None:
 
 def run(recipe: Recipe, run_dir: Path, resume: bool = False, overwrite: bool = False) -> Path:
     """Train ``recipe`` into ``run_dir``; the exported generator folder."""
+    check_run_dir(run_dir)  # before the loop touches it (resolve checked it too; a caller may skip resolve)
     check_precision(recipe.train.mixed_precision)
     from ganxfer.loop import train
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from huggingface_hub import HfApi
 from torch import nn
 
@@ -52,6 +53,9 @@ def resolve(source: str, role: str = "generator") -> Path:
 
 
 def _local(path: Path, role: str) -> Path:
+    if not path.is_dir() and not path.is_file():
+        raise SourceError(f"{path} is a special file (a device, FIFO or socket); pass an exported folder or a run "
+                          "folder")
     if path.is_file():
         if path.suffix.lower() in PICKLE_SUFFIXES:
             raise SourceError(_pickle_refusal(str(path), [path.name]))
@@ -111,6 +115,28 @@ def _repo_files(repo: str, revision: str | None, snap: Path) -> list[str]:
         except NETWORK_ERRORS:
             pass
     return [p.relative_to(snap).as_posix() for p in snap.rglob("*")] if snap.is_dir() else []
+
+
+def pick_device(spec: str | None = None) -> torch.device:
+    """The torch device ``--device`` names, checked against what this machine has (default: cuda if available)."""
+    if spec is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec.strip())
+    except (RuntimeError, ValueError):
+        raise SourceError(f"--device {spec!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    kind = device.type
+    backend = {"cuda": torch.cuda, "xpu": getattr(torch, "xpu", None), "mps": torch.backends.mps}.get(kind)
+    if kind == "cpu":
+        return device
+    if backend is None:
+        raise SourceError(f"--device {spec}: ganxfer runs generators on cpu or a GPU (cuda, cuda:N), not on {kind}")
+    if not backend.is_available():
+        raise SourceError(f"--device {spec}: no {kind} device is visible here; use --device cpu")
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if (device.index or 0) >= count:
+        raise SourceError(f"--device {spec}: this machine has {count} {kind} device(s), {kind}:0 to {kind}:{count - 1}")
+    return device
 
 
 def load_generator(source: str) -> nn.Module:

@@ -5,6 +5,7 @@ generator, damaged copies of it); nothing is mocked."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -197,7 +198,44 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
                                        f"generator.init={c.generator(config=_without_ganxfer)}",
                                        "--run-dir", str(c.tmp / "new")], "no 'ganxfer' block"),
     "evaluate resolution": (lambda c: ["evaluate", str(c.run), "--data", "mnist", "--resolution", "100000"],
-                            "100000 is not in the range 8<=x<=1024"),
+                            "100000 is not in the range 32<=x<=1024"),
+    # numbers out of range: seeds beyond what numpy's generator takes, sizes beyond any memory, devices not here
+    "recipe seed 2**64": (lambda c: train(c, f"seed={2**64}"), "seed=18446744073709551616 is out of range"),
+    "sample seed 2**64": (lambda c: sample(str(c.run), c, "--seed", str(2**64)), "not in the range 0<=x<=4294967295"),
+    "evaluate seed 2**64": (lambda c: ["evaluate", str(c.run), "--data", "mnist", "--seed", str(2**64)],
+                            "not in the range 0<=x<=4294967295"),
+    "batch 1e11": (lambda c: train(c, "train.batch_size=100000000000", dry_run=False),
+                   "train.batch_size=100,000,000,000 would need about"),
+    "device foo": (lambda c: sample(str(c.run), c, "--device", "foo"), "--device 'foo' is not a torch device"),
+    "device meta": (lambda c: ["evaluate", str(c.run), "--data", "mnist", "--device", "meta"], "not on meta"),
+    "device cuda:7": (lambda c: sample(str(c.run), c, "--device", "cuda:7"), "--device cuda:7:"),
+    "sexagesimal minutes": (lambda c: train(c, "train.minutes=1:30"), "train.minutes: expected float, got str '1:30'"),
+    "yes for a bool": (lambda c: train(c, recipe=c.recipe("name: x\ndata: {hflip: yes}\n")), "expected bool"),
+    # parsing bounded: depth, aliases, duplicate keys, sections, weight files, damaged run files
+    "yaml 500 deep": (lambda c: train(c, recipe=c.recipe("name: x\ndata: " + "[" * 500 + "]" * 500 + "\n")),
+                      "nested more than 32 deep are refused"),
+    "yaml alias": (lambda c: train(c, recipe=c.recipe(LAUGHS)), "line 3: the YAML alias *a is refused"),
+    "yaml duplicate key": (lambda c: train(c, recipe=c.recipe("name: x\ntrain:\n  kimg: 1\n  kimg: 2\n")),
+                           "line 4: duplicate key 'kimg' (first at line 3)"),
+    "section null": (lambda c: ["train", c.recipe("name: x\ntrain:\n"), "--dry-run"], "'train' must be a mapping"),
+    "section list": (lambda c: ["train", c.recipe("name: x\ntrain: [1, 2]\n"), "--dry-run"],
+                     "'train' must be a mapping"),
+    "pretrained_file text": (lambda c: train(c, f"discriminator.pretrained_file={c.recipe('name: x')}"),
+                             "is not a .safetensors file"),
+    "pretrained_file damaged": (lambda c: train(c, f"discriminator.pretrained_file={_junk_weights(c)}"),
+                                "is not a readable safetensors file"),
+    "config 500 deep": (lambda c: sample(c.generator(config=_set("ngf", _nested(500))), c), "nested more than 8 deep"),
+    "config 5000 deep": (lambda c: sample(c.generator(weights=_deep_config), c), "is nested too deep"),
+    "trainer.json string": (lambda c: ["train", "recipes/mnist_dcgan.yaml", *TINY, "--run-dir", _damaged_trainer(c),
+                                       "--resume"], "none of the 1 checkpoint(s)"),
+    # data: special files, a strip of a million pixels, counts beyond any use
+    "data /dev/zero": (lambda c: train(c, "data.path=/dev/zero", dry_run=False), "/dev/zero is a special file"),
+    "data FIFO zip": (lambda c: train(c, f"data.path={_fifo(c, 'pipe.zip')}", dry_run=False), "is a special file"),
+    "evaluate FIFO": (lambda c: ["evaluate", _fifo(c, "g"), "--data", "mnist"], "is a special file"),
+    "image 1 x 1,000,000": (lambda c: train(c, f"data.path={_strip_image(c)}", "data.channels=3", dry_run=False),
+                            "none of the 1 images"),
+    "sample num 1e20": (lambda c: ["sample", str(c.run), "--num", "99999999999999999999", "--out", str(c.tmp / "d")],
+                        "is not in the range 1<=x<=1000000"),
     **{name: ((lambda c, sets=sets: train(c, *sets)), expected) for name, (sets, expected) in SETS.items()},
     # inputs found bad only while the run builds: --overwrite must not have deleted the earlier run by then
     "overwrite, init NaN": (lambda c: train(c, f"generator.init={c.generator(weights=_tensors(_nan))}",
@@ -207,6 +245,54 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
     "grid too large": (lambda c: sample(str(c.run), c, "--num", "100000"), "a .png grid holds at most 1024"),
     "num zero": (lambda c: sample(str(c.run), c, "--num", "0"), "Invalid value for '--num'"),
 }
+
+
+LAUGHS = "name: x\na: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n" \
+    "c: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"  # billion laughs, three levels
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def _deep_config(weights: Path) -> None:
+    """The config.json beside ``weights`` given a value 5,000 lists deep, too deep for json's parser (written as
+    text: json.dumps would recurse as deep)."""
+    config = weights.parent / "config.json"
+    config.write_text('{"ngf": ' + "[" * 5000 + "]" * 5000 + ", " + config.read_text().lstrip()[1:])
+
+
+def _junk_weights(ctx: Ctx) -> str:
+    path = ctx.tmp / "junk.safetensors"
+    path.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
+    return str(path)
+
+
+def _damaged_trainer(ctx: Ctx) -> str:
+    """A copy of the run whose one checkpoint's trainer.json holds a string for wall_s."""
+    run = ctx.tmp / "damaged"
+    shutil.copytree(ctx.run, run)
+    for path in run.glob("checkpoints/*/trainer.json"):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "wall_s": "ten"}))
+    return str(run)
+
+
+def _fifo(ctx: Ctx, name: str) -> str:
+    path = ctx.tmp / name
+    os.mkfifo(path)
+    return str(path)
+
+
+def _strip_image(ctx: Ctx) -> str:
+    from PIL import Image
+
+    folder = ctx.tmp / "strip"
+    folder.mkdir()
+    Image.new("L", (1_000_000, 1), 128).save(folder / "strip.png")  # a few KB on disk; 4 GB once squared at 64 px
+    return str(folder)
 
 
 def files_of(folder: Path) -> dict[str, tuple[int, int]]:
@@ -263,8 +349,9 @@ def test_a_secret_never_reaches_the_run_or_the_upload(finished_run, tmp_path, mo
     shutil.copytree(finished_run, run, ignore=shutil.ignore_patterns("tb"))
     for damaged in run.glob("checkpoints/*/trainer.json"):  # a damaged counter makes the card less complete only
         damaged.write_text("")
-    with open(run / "metrics.jsonl", "a") as fh:
-        fh.write("{not json\n[1, 2]\n")
+    with open(run / "metrics.jsonl", "a") as fh:  # damaged rows are skipped: the card is less complete, no more
+        fh.write('{not json\n[1, 2]\n"fid"\n{"kimg": "x", "wall_s": "y"}\n{"kimg": 1, "kid_mean": "low"}\n'
+                 '{"kimg": Infinity, "fid": NaN}\n' + "[" * 5000 + "]" * 5000 + "\n")
     with open(run / "recipe.yaml", "a") as fh:
         fh.write("# token: ${HF_TOKEN}\n")
     res = CliRunner().invoke(main, ["push", str(run), "someone/x", "--dry-run", str(tmp_path / "up")],
@@ -292,3 +379,117 @@ def test_sample_streams_a_folder_with_the_grid_images(finished_run, tmp_path):
     for i in (0, 255, 256, 299):
         saved = torch.from_numpy(np.array(Image.open(files[i]).convert("L")))
         assert (saved.int() - expected[i, 0].int()).abs().max() <= 1, files[i]
+
+
+# --- the output-path rule, walked over every command that writes ------------------------------------------------
+
+# command -> (its arguments given the output path, what it writes there: a file of this suffix, or a folder)
+WRITERS: dict[str, tuple[Callable[[Ctx, str], list[str]], str]] = {
+    "sample --out grid": (lambda c, out: ["sample", str(c.run), "--num", "4", "--out", out], ".png"),
+    "sample --out folder": (lambda c, out: ["sample", str(c.run), "--num", "4", "--out", out], "folder"),
+    "evaluate --json": (lambda c, out: ["evaluate", str(c.run), "--data", "mnist", "--json", out], ".json"),
+    "plot --out": (lambda c, out: ["plot", str(c.run), "--out", out], ".png"),
+    "push --dry-run": (lambda c, out: ["push", str(c.run), "someone/x", "--dry-run", out], "folder"),
+    "train --run-dir": (lambda c, out: ["train", "recipes/mnist_dcgan.yaml", *TINY, "--run-dir", out, "--overwrite"],
+                        "run"),
+}
+
+
+def _under_a_file(ctx: Ctx, name: str) -> str:
+    (ctx.tmp / "a-file").write_text("not a folder\n")
+    return str(ctx.tmp / "a-file" / name)
+
+
+def _wrong_kind(ctx: Ctx, name: str, writes: str) -> str:
+    """A folder where a file is written, a file where a folder is."""
+    path = ctx.tmp / name
+    path.mkdir() if writes.startswith(".") else path.write_text("something of the user's\n")
+    return str(path)
+
+
+def _busy_folder(ctx: Ctx, name: str, writes: str) -> str:
+    """An existing entry that is not the kind of output written: a file of another suffix, a folder with files."""
+    if writes.startswith("."):
+        (ctx.tmp / "notes.txt").write_text("the user's notes\n")
+        return str(ctx.tmp / "notes.txt")
+    (ctx.tmp / name).mkdir()
+    (ctx.tmp / name / ("recipe.yaml" if writes == "run" else "mine.txt")).mkdir()
+    return str(ctx.tmp / name)
+
+
+# class -> (the output path, given the context, a plain name and what is written; what the one line says)
+PATH_CLASSES: dict[str, tuple[Callable[[Ctx, str, str], str], str]] = {
+    "empty": (lambda c, name, writes: "", "is empty; name"),
+    "wrong kind": (_wrong_kind, "is a f"),
+    "existing other output": (_busy_folder, ""),
+    "under a file": (lambda c, name, writes: _under_a_file(c, name), "is a file, not a folder, so nothing can be"),
+    "unwritable": (lambda c, name, writes: f"/proc/ganxfer-{name}", "is not writable"),
+    "special file": (lambda c, name, writes: _fifo(c, name), "special file"),
+}
+
+
+@pytest.mark.parametrize("path_class", list(PATH_CLASSES))
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_every_output_path_class_is_one_line_for_every_writer(writer, path_class, finished_run, mnist_data, tmp_path,
+                                                               monkeypatch):
+    """Each command that writes meets each kind of bad output path with one line naming the path, before anything
+    is computed; the finished run and whatever was at the path stay as they were."""
+    monkeypatch.setenv("GANXFER_DATA", str(mnist_data.parents[2]))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args, writes = WRITERS[writer]
+    name = "out" + (writes if writes.startswith(".") else "")
+    make, expected = PATH_CLASSES[path_class]
+    ctx = Ctx(finished_run, tmp_path)
+    out = make(ctx, name, writes)
+    before, here = files_of(finished_run), files_of(tmp_path)
+    res = CliRunner().invoke(main, args(ctx, out), catch_exceptions=False)
+    lines = res.stderr.strip().splitlines()
+    assert res.exit_code == 2, res.output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.output, res.stderr
+    assert expected in lines[0] and (out in lines[0] or not out), lines[0]
+    assert files_of(finished_run) == before and files_of(tmp_path) == here
+
+
+@pytest.mark.parametrize("entry", ["checkpoints", "generator", "samples", ".lock", "metrics.jsonl", "recipe.yaml"])
+def test_a_run_folder_entry_of_the_wrong_kind_is_one_line(entry, finished_run, mnist_data, tmp_path, monkeypatch):
+    """A run folder whose checkpoints/ (and the like) is a file, or whose recipe.yaml (and the like) a folder, is
+    refused before the loop touches it: nothing in it changes, on a fresh start, --overwrite and --resume."""
+    monkeypatch.setenv("GANXFER_DATA", str(mnist_data.parents[2]))
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    wrong = run / entry
+    shutil.rmtree(wrong) if wrong.is_dir() else wrong.unlink(missing_ok=True)
+    wrong.mkdir() if entry.startswith(".") or "." in entry else wrong.write_text("in the way\n")
+    before = files_of(run)
+    for flag in ("--overwrite", "--resume", "--dry-run"):
+        res = CliRunner().invoke(main, ["train", "recipes/mnist_dcgan.yaml", *TINY, "--run-dir", str(run), flag],
+                                 catch_exceptions=False)
+        assert res.exit_code == 2 and res.stderr.strip().splitlines() == [
+            f"error: --run-dir {run}: {wrong} is {'a folder' if wrong.is_dir() else 'a file'} where the run writes "
+            f"{'a file' if wrong.is_dir() else 'a folder'}; move it away, or pick another --run-dir"], res.output
+    assert files_of(run) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders (the walk covers /proc)")
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_a_read_only_folder_is_one_line(writer, finished_run, mnist_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("GANXFER_DATA", str(mnist_data.parents[2]))
+    args, writes = WRITERS[writer]
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    out = str(tmp_path / "ro" / ("out" + (writes if writes.startswith(".") else "")))
+    res = CliRunner().invoke(main, args(Ctx(finished_run, tmp_path), out), catch_exceptions=False)
+    assert res.exit_code == 2 and "is not writable" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_an_existing_output_of_the_same_kind_is_replaced(finished_run, tmp_path):
+    """A .png grid over an earlier .png grid, and a plot over an earlier plot: the same kind of output, replaced."""
+    for _ in range(2):
+        res = CliRunner().invoke(main, ["sample", str(finished_run), "--num", "4", "--out", str(tmp_path / "g.png")],
+                                 catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        res = CliRunner().invoke(main, ["plot", str(finished_run), "--out", str(tmp_path / "c.svg")],
+                                 catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["sample", str(finished_run), "--num", "4", "--out", str(tmp_path / "g.jpg")])
+    assert res.exit_code == 2 and "a grid is written as PNG; name it .png" in res.stderr

@@ -2,6 +2,7 @@
 images/s on these CPUs), agreement with torch-fidelity, the reference cache, and in-training KID."""
 
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -344,3 +345,37 @@ def test_precision_recall_on_equal_sizes_and_the_collapse_flag():
     same = fake[:1].repeat(60, 1) + 0.01 * torch.randn(60, 16, generator=g)
     bad = metrics.compute_metrics(same, real, ["pr"])
     assert bad["diversity"] < 0.05 and bad["recall"] < 0.05 and metrics.collapsed(bad)
+
+
+def test_fewer_images_than_asked_are_scored_with_a_warning(tiny, anime_subset, tmp_path, caplog):
+    """--num 100 against a source folder of 8 scores 8 and says so; --num-real likewise (when asked for)."""
+    source, real = anime_subset(8), anime_subset(8, start=8, name="real")
+    with caplog.at_level(logging.WARNING, logger="ganxfer.metrics"):
+        r = metrics.evaluate(str(source), str(real), num=100, num_real=50, metrics="kid", extractor="tiny-test",
+                             cache=tmp_path / "cache")
+    assert r["num_fake"] == 8 and r["num_real"] == 8
+    assert f"--num 100: {source} holds 8 readable images; scoring those" in caplog.text
+    assert f"--num-real 50: {real} holds 8 readable images; scoring those" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ganxfer.metrics"):
+        metrics.evaluate(str(source), str(real), num=8, num_real=2000, metrics="kid", extractor="tiny-test",
+                         cache=tmp_path / "cache", warn_real=False)  # the CLI's default --num-real: no warning
+    assert "scoring those" not in caplog.text
+
+
+def test_resolutions_inception_cannot_use_are_refused(tiny, anime_subset, tmp_path):
+    """Below 32 px (CIFAR-10's side, the smallest FID and KID are reported at) a score compares with nothing:
+    an explicit --resolution below it is refused, and a folder of smaller images is scored at 32."""
+    source = anime_subset(4)
+    for side in (8, 31):
+        with pytest.raises(metrics.MetricsError, match=f"--resolution {side} is out of range; expected 32"):
+            metrics.evaluate(str(source), str(source), resolution=side, metrics="kid", extractor="tiny-test",
+                             cache=tmp_path / "cache")
+    res = cli("evaluate", source, "--data", source, "--resolution", "8")
+    assert res.exit_code == 2 and "8 is not in the range 32<=x<=1024" in res.output
+    small = tmp_path / "small"
+    small.mkdir()
+    for p in sorted(source.iterdir()):
+        Image.open(p).resize((28, 28)).save(small / f"{p.stem}.png")
+    r = metrics.evaluate(str(small), str(source), metrics="kid", extractor="tiny-test", cache=tmp_path / "cache")
+    assert r["resolution"] == 32
