@@ -7,7 +7,11 @@ Every input is checked on the server, so the limits hold for API callers too.
 
 from __future__ import annotations
 
+import atexit
+import math
 import re
+import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +26,8 @@ from ganxfer.card import card_facts, find_run, run_info
 from ganxfer.errors import GanxferError
 from ganxfer.images import make_sheet
 from ganxfer.nets import read_config
-from ganxfer.sources import load_generator, resolve
+from ganxfer.schema import MAX_SEED
+from ganxfer.sources import load_generator, pick_device, resolve
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -31,7 +36,8 @@ MAX_COUNT = 64  # images in one grid
 MAX_FRAMES = 32  # frames in one interpolation
 MAX_SCALE = 2.0  # latent scale: z ~ N(0, scale^2); below 1 is truncation-like (typical, less varied)
 PAD = 2  # pixels between grid cells
-_SEED = re.compile(r"\s*\d{1,19}\s*")
+KEEP_S = 120  # a request's files stay this long: Gradio copies them into its cache as the request ends
+_SEED = re.compile(r"\s*\d{1,10}\s*")
 
 
 class DemoError(GanxferError):
@@ -42,27 +48,49 @@ class DemoInputError(GanxferError):
     """Bad input on the page; shown there as a message."""
 
 
-def parse_seed(text: str | int | float | None, name: str = "seed") -> int:
-    """A seed typed on the page: a whole number from 0 to 2^63 - 1."""
-    value = str(int(text)) if isinstance(text, (int, float)) and float(text).is_integer() else str(text or "")
-    if not _SEED.fullmatch(value) or int(value) >= 2**63:
-        raise DemoInputError(f"{name} must be a whole number from 0 to 2^63-1, not {str(text)!r}")
+def _shown(value: object) -> str:
+    """``value`` as an error message quotes it: its repr, cut to 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _finite(value: object) -> float | None:
+    """A number given as a number or as text (``'3'``, ``' 2.5 '``), or None for anything else: missing, a bool, a
+    list, NaN, an infinity or words. API callers send whatever JSON they like."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or len(str(value)) > 40:
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def parse_seed(text: object, name: str = "seed") -> int:
+    """A seed typed on the page: a whole number from 0 to 2^32 - 1 (``ganxfer sample --seed``'s range, so that every
+    seed shown here can be drawn there)."""
+    value = str(text) if isinstance(text, str) else str(int(text)) if _finite(text) is not None and \
+        float(text).is_integer() else ""
+    if not _SEED.fullmatch(value) or int(value) > MAX_SEED:
+        raise DemoInputError(f"{name} must be a whole number from 0 to 2^32-1, not {_shown(text)}")
     return int(value)
 
 
-def check_int(value: float | int | None, name: str, low: int, high: int) -> int:
+def check_int(value: object, name: str, low: int, high: int) -> int:
     """A whole number in [low, high]; the upper bound is the server's limit."""
-    if value is None or not float(value).is_integer():
-        raise DemoInputError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
-    if not low <= int(value) <= high:
-        raise DemoInputError(f"{name} must be from {low} to {high} (this server's limit), not {int(value)}")
-    return int(value)
+    number = _finite(value)
+    if number is None or not number.is_integer():
+        raise DemoInputError(f"{name} must be a whole number from {low} to {high}, not {_shown(value)}")
+    if not low <= int(number) <= high:
+        raise DemoInputError(f"{name} must be from {low} to {high} (this server's limit), not {int(number)}")
+    return int(number)
 
 
-def check_scale(value: float | None) -> float:
-    if value is None or not 0 <= float(value) <= MAX_SCALE:
-        raise DemoInputError(f"latent scale must be from 0 to {MAX_SCALE:g}, not {value!r}")
-    return float(value)
+def check_scale(value: object) -> float:
+    number = _finite(value)
+    if number is None or not 0 <= number <= MAX_SCALE:
+        raise DemoInputError(f"latent scale must be from 0 to {MAX_SCALE:g}, not {_shown(value)}")
+    return number
 
 
 def latents(seed: int, n: int, dim: int) -> torch.Tensor:
@@ -80,14 +108,20 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 class Studio:
-    """One generator and what the page asks of it; results are PIL images and files in a temporary folder."""
+    """One generator and what the page asks of it; results are PIL images and files in a temporary folder, one
+    subfolder per request (:meth:`request`), removed by :meth:`close` (at the latest when the process exits)."""
 
     def __init__(self, source: str, device: str | None = None) -> None:
         self.source = source
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = pick_device(device)
         self.folder = resolve(source, "generator")
         self.generator = load_generator(source).to(self.device).eval()
         self.out = Path(tempfile.mkdtemp(prefix="ganxfer-demo-"))  # inside the temp dir, which Gradio serves
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Remove the temporary folder and every file the requests wrote."""
+        shutil.rmtree(self.out, ignore_errors=True)
 
     @torch.inference_mode()
     def _images(self, z: torch.Tensor) -> torch.Tensor:
@@ -106,21 +140,55 @@ class Studio:
         z = slerp(latents(seed_a, 1, dim)[0], latents(seed_b, 1, dim)[0], torch.linspace(0, 1, count))
         return [to_image(x * 0.5 + 0.5) for x in self._images(z * scale).clamp(-1, 1)]
 
-    def _path(self, name: str, keep: int = 100) -> Path:
-        """Where to write ``name``; only the ``keep`` newest files stay (Gradio serves its own copies)."""
-        for old in sorted(self.out.iterdir(), key=lambda p: p.stat().st_mtime)[:-keep]:
-            old.unlink(missing_ok=True)
-        return self.out / name
+    def request(self) -> Path:
+        """A new folder for one request's files. Folders older than :data:`KEEP_S` go first: Gradio has copied
+        their files by then, and a concurrent request's fresh folder is never among them."""
+        now = time.time()
+        for old in list(self.out.iterdir()):
+            try:
+                if now - old.stat().st_mtime > KEEP_S:
+                    shutil.rmtree(old, ignore_errors=True)
+            except FileNotFoundError:  # another request removed it first
+                pass
+        self.out.mkdir(exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=self.out, prefix="request-"))
 
-    def save(self, image: Image.Image, name: str) -> Path:
-        path = self._path(name)
+    def save(self, image: Image.Image, name: str, folder: Path | None = None) -> Path:
+        path = (folder or self.request()) / name
         image.save(path)
         return path
 
-    def save_gif(self, frames: list[Image.Image], name: str, ms: int = 100) -> Path:
-        path = self._path(name)
+    def save_gif(self, frames: list[Image.Image], name: str, ms: int = 100, folder: Path | None = None) -> Path:
+        path = (folder or self.request()) / name
         frames[0].save(path, save_all=True, append_images=frames[1:], duration=ms, loop=0, disposal=1)
         return path
+
+    def grid_call(self, seed: object, count: object, scale: object) -> tuple[Image.Image | None, str | None, str]:
+        """The page's (and API's) grid: (image, its file, status); bad input gives (None, None, the message)."""
+        try:
+            seed, count, scale = parse_seed(seed), check_int(count, "count", 1, MAX_COUNT), check_scale(scale)
+        except DemoInputError as e:
+            return None, None, f"**Error:** {e}"
+        t = time.perf_counter()
+        image = self.grid(seed, count, scale)
+        path = self.save(image, f"grid-seed{seed}-n{count}-scale{scale:g}.png")
+        return image, str(path), f"{count} image(s) of seed {seed} at scale {scale:g}, " \
+                                 f"{image.width}×{image.height} px, {time.perf_counter() - t:.2f} s"
+
+    def interpolate_call(self, seed_a: object, seed_b: object, count: object,
+                         scale: object) -> tuple[str | None, str | None, list[str] | None, str]:
+        """The page's (and API's) interpolation: (strip file, GIF file, both, status); bad input gives the message
+        and no files."""
+        try:
+            a, b = parse_seed(seed_a, "seed A"), parse_seed(seed_b, "seed B")
+            count, scale = check_int(count, "frames", 2, MAX_FRAMES), check_scale(scale)
+        except DemoInputError as e:
+            return None, None, None, f"**Error:** {e}"
+        frames, folder = self.frames(a, b, count, scale), self.request()
+        stem = f"interp-{a}-{b}-f{count}-scale{scale:g}"
+        sheet = self.save(strip(frames), f"{stem}.png", folder)
+        gif = self.save_gif(frames, f"{stem}.gif", folder=folder)
+        return str(sheet), str(gif), [str(sheet), str(gif)], f"{count} frames from seed {a} to seed {b}"
 
 
 def to_image(x: torch.Tensor) -> Image.Image:
@@ -192,29 +260,23 @@ def build_demo(source: str, device: str | None = None) -> gr.Blocks:
     gr = _gradio()
     studio = Studio(source, device)
 
-    def on_grid(seed, count, scale):
-        try:
-            seed, count, scale = parse_seed(seed), check_int(count, "count", 1, MAX_COUNT), check_scale(scale)
-            t = time.perf_counter()
-            image = studio.grid(seed, count, scale)
-        except DemoInputError as e:
-            return None, None, f"**Error:** {e}"
-        path = studio.save(image, f"grid-seed{seed}-n{count}-scale{scale:g}.png")
-        return image, str(path), f"{count} image(s) of seed {seed} at scale {scale:g}, " \
-                                 f"{image.width}×{image.height} px, {time.perf_counter() - t:.2f} s"
+    def on_grid(seed=None, count=None, scale=None):  # defaults: an API call may leave any argument out
+        return studio.grid_call(seed, count, scale)
 
-    def on_interpolate(seed_a, seed_b, count, scale):
-        try:
-            a, b = parse_seed(seed_a, "seed A"), parse_seed(seed_b, "seed B")
-            count, scale = check_int(count, "frames", 2, MAX_FRAMES), check_scale(scale)
-            frames = studio.frames(a, b, count, scale)
-        except DemoInputError as e:
-            return None, None, None, f"**Error:** {e}"
-        stem = f"interp-{a}-{b}-f{count}-scale{scale:g}"
-        sheet, gif = studio.save(strip(frames), f"{stem}.png"), studio.save_gif(frames, f"{stem}.gif")
-        return str(sheet), str(gif), [str(sheet), str(gif)], f"{count} frames from seed {a} to seed {b}"
+    def on_interpolate(seed_a=None, seed_b=None, count=None, scale=None):
+        return studio.interpolate_call(seed_a, seed_b, count, scale)
 
-    with gr.Blocks(title=f"ganxfer demo: {source}", delete_cache=(3600, 3600)) as page:
+    class Page(gr.Blocks):
+        """The page, whose API callers may leave inputs out: the handlers get None for each and say what is
+        missing (Gradio's own check raises, which logs a traceback and tells the caller nothing)."""
+
+        def validate_inputs(self, block_fn, inputs):
+            if isinstance(inputs, list):
+                inputs.extend([None] * (len(block_fn.inputs) - len(inputs)))
+            return super().validate_inputs(block_fn, inputs)
+
+    with Page(title=f"ganxfer demo: {source}", delete_cache=(3600, 3600)) as page:
+        page.studio = studio  # launch() removes its files when the server stops
         gr.Markdown(facts(studio), elem_id="facts")
         scale = gr.Slider(0, MAX_SCALE, value=1.0, step=0.05, label="latent scale",
                           info="z ~ N(0, scale²): below 1 is truncation-like (typical, less varied), 1 is as trained",
@@ -243,10 +305,13 @@ def build_demo(source: str, device: str | None = None) -> gr.Blocks:
                 gif = gr.Image(label="animation (GIF)", type="filepath", interactive=False, elem_id="gif",
                                buttons=["download", "fullscreen"])
                 files = gr.File(label="download", file_count="multiple", interactive=False, elem_id="interp-files")
-        go.click(on_grid, [seed, count, scale], [image, download, status], api_name="grid")
-        page.load(on_grid, [seed, count, scale], [image, download, status], api_visibility="private")  # no blank grid
+        # preprocess=False: the handlers get the values as sent and check them all themselves (Gradio's own
+        # preprocessing of a Number raises, with a traceback in the log and no message to the caller, on 'abc')
+        go.click(on_grid, [seed, count, scale], [image, download, status], api_name="grid", preprocess=False)
+        page.load(on_grid, [seed, count, scale], [image, download, status], api_visibility="private",  # no blank grid
+                  preprocess=False)
         morph.click(on_interpolate, [seed_a, seed_b, frames, scale], [sheet, gif, files, morph_status],
-                    api_name="interpolate")
+                    api_name="interpolate", preprocess=False)
     return page
 
 
@@ -256,6 +321,7 @@ def launch(source: str, port: int | None = None, share: bool = False, device: st
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests are no news
     page = build_demo(source, device)
+    previous = signal.signal(signal.SIGTERM, _stop)  # a stop by a service manager cleans up as Ctrl-C does
     try:
         page.launch(server_port=port, share=share)
     except OSError as e:
@@ -263,3 +329,10 @@ def launch(source: str, port: int | None = None, share: bool = False, device: st
             raise
         raise DemoError(f"port {port} is taken; pick another with --port" if port else
                         "no free port from 7860 on (GRADIO_SERVER_PORT); pick one with --port") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        page.studio.close()
+
+
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt

@@ -74,10 +74,19 @@ def test_interpolation_runs_from_seed_a_to_seed_b(studio, tmp_path):
 
 
 def test_inputs_are_checked():
-    assert parse_seed(" 42 ") == 42 and parse_seed(7) == 7 and parse_seed(2**63 - 1) == 2**63 - 1
-    for bad in ("abc", "1.5", "-1", "", None, str(2**63), 1.5):
-        with pytest.raises(DemoInputError, match="whole number"):
+    """Whatever an API caller sends (words, lists, NaN, infinities, nothing, a bool) is a message, never an
+    exception of Python's; seeds take what ``ganxfer sample --seed`` takes."""
+    assert parse_seed(" 42 ") == 42 and parse_seed(7) == 7 and parse_seed(2**32 - 1) == 2**32 - 1
+    assert parse_seed(7.0) == 7 and check_int("16", "count", 1, MAX_COUNT) == 16 and check_scale("0.5") == 0.5
+    for bad in ("abc", "1.5", "-1", "", None, str(2**32), 2**63 - 1, 1.5, [1, 2], float("nan"), float("inf"), True,
+                {"a": 1}, "9" * 10_000):
+        with pytest.raises(DemoInputError, match="whole number from 0 to 2.32-1"):
             parse_seed(bad)
+    for bad in ("abc", [1, 2], float("nan"), float("inf"), None, True, "1e999", {}):
+        with pytest.raises(DemoInputError, match="count must be a whole number from 1 to 64, not "):
+            check_int(bad, "count", 1, MAX_COUNT)
+        with pytest.raises(DemoInputError, match="latent scale must be from 0 to 2, not "):
+            check_scale(bad)
     assert check_int(64, "count", 1, MAX_COUNT) == 64
     with pytest.raises(DemoInputError, match="from 1 to 64 .this server's limit., not 65"):
         check_int(65, "count", 1, MAX_COUNT)
@@ -276,7 +285,7 @@ def test_limits_are_enforced_on_the_server(page, server):
         f"Error: count must be from 1 to {MAX_COUNT} (this server's limit), not {MAX_COUNT + 1}")
     assert page.locator("#grid img").count() == 0
     run(page, "#generate", "#grid-status", {"#seed": "seven", "#count": "4"},
-        "Error: seed must be a whole number from 0 to 2^63-1, not 'seven'")
+        "Error: seed must be a whole number from 0 to 2^32-1, not 'seven'")
     with tab(page, "Interpolation", "#interpolate"):
         run(page, "#interpolate", "#interp-status", {"#frames": str(MAX_FRAMES + 1)},
             f"Error: frames must be from 2 to {MAX_FRAMES} (this server's limit), not {MAX_FRAMES + 1}")
@@ -299,6 +308,76 @@ def test_the_page_draws_its_first_grid_on_load(gradio):
     image, path, status = on_load[0].fn(*values)
     assert status.startswith("16 image(s) of seed 0 at scale 1") and image.size == (4 * (64 + PAD) + PAD,) * 2
     assert [f.api_name for f in page.fns.values() if f.api_visibility == "public"] == ["grid", "interpolate"]
+
+
+def test_concurrent_requests_keep_their_files_and_close_removes_them():
+    """Each request writes into a folder of its own, which no concurrent request removes: 400 grid and
+    interpolation calls on 16 threads each find their files in place when they return. close() (called when the
+    server stops, at the latest at exit) removes every file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    studio = Studio(MODEL, "cpu")
+
+    def call(i: int) -> list[str]:
+        if i % 2:
+            sheet, gif, _, status = studio.interpolate_call(str(i), str(i + 1), 2, 1.0)
+            paths = [sheet, gif]
+        else:
+            _, path, status = studio.grid_call(str(i), 1, 1.0)
+            paths = [path]
+        assert "Error" not in status, status
+        return [p for p in paths if not Path(p).is_file()]
+
+    with ThreadPoolExecutor(16) as pool:
+        missing = [p for gone in pool.map(call, range(400)) for p in gone]
+    assert missing == [] and len(list(studio.out.iterdir())) == 400
+    studio.close()
+    assert not studio.out.exists()
+
+
+def test_api_callers_get_a_message_for_any_input_and_the_server_cleans_up(gradio, tmp_path):
+    """Through the HTTP API of a real ``ganxfer demo``: words, lists, NaN, infinity and missing arguments are each
+    answered with a message, with no traceback in the server's log, and a stopped server (SIGTERM) leaves no
+    ganxfer-demo-* folder behind."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmp_path),
+           "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "PYTHONPATH": str(Path(__file__).parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "ganxfer", "demo", MODEL, "--port", str(port), "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    url = f"http://127.0.0.1:{port}/"
+
+    def call(api: str, data: list) -> str:
+        body = json.dumps({"data": data}).encode()  # NaN and Infinity as JavaScript writes them
+        request = urllib.request.Request(f"{url}gradio_api/call/{api}", body, {"Content-Type": "application/json"})
+        event = json.loads(urllib.request.urlopen(request, timeout=60).read())["event_id"]
+        return urllib.request.urlopen(f"{url}gradio_api/call/{api}/{event}", timeout=60).read().decode()
+
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=5)
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-2000:]
+                time.sleep(0.5)
+        for data, message in ((["0", "abc", 1.0], "count must be a whole number from 1 to 64, not 'abc'"),
+                              (["0", [1, 2], 1.0], "count must be a whole number from 1 to 64, not [1, 2]"),
+                              (["0", float("nan"), 1.0], "not nan"), (["0", float("inf"), 1.0], "not inf"),
+                              (["0"], "count must be a whole number"), ([], "seed must be a whole number"),
+                              (["0", 4, "x"], "latent scale must be from 0 to 2, not 'x'")):
+            answer = call("grid", data)
+            assert "event: complete" in answer and message in answer, (data, answer)
+        answer = call("interpolate", ["0", "1", "abc"])
+        assert "event: complete" in answer and "frames must be a whole number from 2 to 32, not 'abc'" in answer
+        assert "event: complete" in call("grid", ["0", 4, 1.0])
+    finally:
+        proc.terminate()
+        log = proc.communicate(timeout=60)[0]
+    assert "Traceback" not in log, log[-3000:]
+    assert list(tmp_path.glob("ganxfer-demo-*")) == []
 
 
 def test_torch_is_untouched_by_the_page(studio):
