@@ -22,7 +22,7 @@ from ganxfer.cache import NETWORK_ERRORS, at, hub_offline, parse_hub_id
 from ganxfer.errors import GanxferError
 from ganxfer.images import write_grid
 from ganxfer.nets import load_model, read_config
-from ganxfer.paths import output_folder
+from ganxfer.paths import output_folder, writing
 from ganxfer.recipe import check_sections, parse_yaml
 from ganxfer.schema import RecipeError
 from ganxfer.sources import BUNDLED, SourceError, resolve
@@ -503,7 +503,8 @@ def push(source: str, repo_id: str, private: bool = False, revision: str | None 
 
     if dry_run_dir is not None:
         out = output_folder(dry_run_dir, "--dry-run")  # new or empty, writable, not under a file
-        write(out)
+        with writing(out, "--dry-run"):
+            write(out)
         return str(out)
     if hub_offline():
         raise PushError(f"HF_HUB_OFFLINE=1 forbids uploading to {repo_id}; unset it to push, "

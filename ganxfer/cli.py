@@ -170,7 +170,7 @@ def sample(source: str, num: int, out: str, seed: int, device: str | None) -> No
     from torchvision.utils import save_image
 
     from ganxfer.images import IMAGE_EXTENSIONS, write_grid
-    from ganxfer.paths import output_file, output_folder
+    from ganxfer.paths import output_file, output_folder, writing
     from ganxfer.sources import load_generator, pick_device
 
     if not out.strip():
@@ -185,14 +185,17 @@ def sample(source: str, num: int, out: str, seed: int, device: str | None) -> No
     device = pick_device(device)
     generator = load_generator(source).to(device)
     if grid:
-        write_grid(generator.sample(num, seed=seed), out)
+        images = generator.sample(num, seed=seed)
+        with writing(out, "--out"):
+            write_grid(images, out)
     else:
-        out.mkdir(parents=True, exist_ok=True)  # new or empty: output_folder checked it
-        i = 0
-        for images in generator.iter_samples(num, seed=seed):
-            for img in images:
-                save_image(img, str(out / f"{i:06d}.png"), normalize=True, value_range=(-1, 1))
-                i += 1
+        with writing(out, "--out"):
+            out.mkdir(parents=True, exist_ok=True)  # new or empty: output_folder checked it
+            i = 0
+            for images in generator.iter_samples(num, seed=seed):
+                for img in images:
+                    save_image(img, str(out / f"{i:06d}.png"), normalize=True, value_range=(-1, 1))
+                    i += 1
     click.echo(f"wrote {num} image(s) to {out}")
 
 
@@ -243,7 +246,7 @@ def evaluate(source: str, data: str, num, num_real, metrics: str, batch: int, js
 
     from ganxfer.metrics import evaluate as run_evaluate
     from ganxfer.metrics import format_table
-    from ganxfer.paths import output_file
+    from ganxfer.paths import output_file, writing
 
     if num_real == 1:
         raise click.BadParameter("must be 0 (all) or at least 2", param_hint="--num-real")
@@ -254,8 +257,9 @@ def evaluate(source: str, data: str, num, num_real, metrics: str, batch: int, js
                           say=lambda line: click.echo(line, err=True), warn_real=given)
     click.echo(format_table(result))
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+        with writing(json_out, "--json"):
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps(result, indent=2) + "\n")
         click.echo(f"wrote {json_out}")
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ganxfer.errors import GanxferError
@@ -117,3 +119,14 @@ def check_run_dir(run_dir: str | Path | None) -> Path:
                                   "it away, or pick another --run-dir")
     _writable(run, "--run-dir", folder=True)
     return run
+
+
+@contextmanager
+def writing(path: Path, what: str) -> Iterator[None]:
+    """Writes into ``path`` (checked by the functions above) whose storage fails later (a full disk, a folder made
+    read-only meanwhile) end in one line too."""
+    try:
+        yield
+    except OSError as e:
+        raise OutputError(f"{what} {path}: writing failed ({e.strerror or type(e).__name__}); free some space or "
+                          "pick another location") from None

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ganxfer.errors import GanxferError
-from ganxfer.paths import output_file
+from ganxfer.paths import output_file, writing
 
 log = logging.getLogger(__name__)
 QUALITY = (("fid", "FID"), ("kid_mean", "KID"))
@@ -99,9 +99,12 @@ def plot_runs(runs: list[str | Path], out: str | Path) -> Path:
     """Draw every run's curves into ``out`` (PNG, PDF or SVG by suffix, :data:`FORMATS`); returns ``out``."""
     out = output_file(out, "--out", FORMATS)  # before any run is read
     fig = make_figure([read_run(r) for r in runs], [Path(r).name for r in runs])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    _pyplot().close(fig)
+    try:
+        with writing(out, "--out"):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out, dpi=100)
+    finally:
+        _pyplot().close(fig)
     return out
 
 
