@@ -160,12 +160,18 @@ def recipes() -> None:
                    "batches. Other image suffixes (.jpg, ...) are refused.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help=f"Seed of the latent vectors (0 to {MAX_SEED}).")
 @click.option("--device", default=None, help="torch device: cpu, cuda or cuda:N (default: cuda if available).")
-def sample(source: str, num: int, out: str, seed: int, device: str | None) -> None:
+@click.option("--class", "class_", metavar="NAME", help="Only this class, by name or index (a class-conditional "
+                                                         "generator's; see discriminator.conditional).")
+def sample(source: str, num: int, out: str, seed: int, device: str | None, class_: str | None) -> None:
     """Generate images from SOURCE: a run folder, an exported generator, a bundled name or a Hub id.
+
+    A generator trained with a class-conditional D (discriminator.conditional) draws one class with --class,
+    given by name (its subfolder) or index.
 
     \b
     ganxfer sample runs/mnist_dcgan --num 64 --out grid.png
     ganxfer sample dcgan-mnist-64 --num 1000 --out fakes/ --seed 1
+    ganxfer sample dcgan-mnist-64 --num 16 --out sevens.png --class 7
     """
     from torchvision.utils import save_image
 
@@ -184,19 +190,36 @@ def sample(source: str, num: int, out: str, seed: int, device: str | None) -> No
         raise OptionError(f"--num {num}: a .png grid holds at most {MAX_GRID} images; pass a folder as --out")
     device = pick_device(device)
     generator = load_generator(source).to(device)
+    label = class_index(generator, class_, source)
     if grid:
-        images = generator.sample(num, seed=seed)
+        images = generator.sample(num, seed=seed, label=label)
         with writing(out, "--out"):
             write_grid(images, out)
     else:
         with writing(out, "--out"):
             out.mkdir(parents=True, exist_ok=True)  # new or empty: output_folder checked it
             i = 0
-            for images in generator.iter_samples(num, seed=seed):
+            for images in generator.iter_samples(num, seed=seed, label=label):
                 for img in images:
                     save_image(img, str(out / f"{i:06d}.png"), normalize=True, value_range=(-1, 1))
                     i += 1
     click.echo(f"wrote {num} image(s) to {out}")
+
+
+def class_index(generator, name: str | None, source: str) -> int | None:
+    """The index of class ``name`` (a class name, or an index) among the generator's classes; None for all."""
+    if name is None:
+        return None
+    classes = list(getattr(generator, "classes", None) or [])
+    if not classes:
+        raise OptionError(f"--class {name}: {source} was not trained class-conditionally (it records no classes); "
+                          "leave --class out")
+    if name in classes:
+        return classes.index(name)
+    if name.isdigit() and int(name) < len(classes):
+        return int(name)
+    shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+    raise OptionError(f"--class {name}: {source} knows the classes {shown}; give one of them, or its index")
 
 
 @main.command()

@@ -54,7 +54,8 @@ def load_mnist(train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
 @dataclass
 class ImageSet(torch.utils.data.Dataset):
     """N images of shape (C, R, R) as uint8, either in ``pixels`` or decoded from ``files`` on demand, and their
-    class ``labels`` (N,) where the data has them (MNIST).
+    class ``labels`` (N,) and class names where the data has them: MNIST, or a folder or zip with one subfolder
+    per class (torchvision's ``ImageFolder`` layout).
 
     As a torch ``Dataset``, item ``i`` is ``(file name, (R, R, C) uint8 array or None when it fails to decode)``.
     """
@@ -67,6 +68,7 @@ class ImageSet(torch.utils.data.Dataset):
     unreadable: list[str] = field(default_factory=list)
     unreadable_folders: list[str] = field(default_factory=list)  # subfolders that could not be listed
     labels: torch.Tensor | None = None
+    classes: list[str] = field(default_factory=list)
     workers: int = 2
     _archive: tuple[int, zipfile.ZipFile | None] | None = field(default=None, init=False, repr=False)  # (pid, zip)
     _loader: torch.utils.data.DataLoader | None = field(default=None, init=False, repr=False)
@@ -165,7 +167,19 @@ def _from_mnist(cfg: DataConfig) -> ImageSet:
                           antialias=True, align_corners=False)
         out.append(x.round().clamp(0, 255).to(torch.uint8))
     pixels = torch.cat(out).expand(-1, cfg.channels, -1, -1).contiguous()
-    return ImageSet(cfg.resolution, cfg.channels, pixels=pixels, labels=labels)
+    return ImageSet(cfg.resolution, cfg.channels, pixels=pixels, labels=labels,
+                    classes=[str(i) for i in range(MNIST_CLASSES)])
+
+
+def folder_classes(files: list[str]) -> tuple[list[str], torch.Tensor] | None:
+    """Class names and labels of files in the ``ImageFolder`` layout: every image inside a first-level subfolder
+    (its class), two subfolders or more; None for any other layout."""
+    tops = [parts[0] if len(parts) > 1 else None for parts in (Path(f).parts for f in files)]
+    names = sorted(set(tops) - {None})
+    if None in tops or len(names) < 2:
+        return None
+    index = {name: i for i, name in enumerate(names)}
+    return names, torch.tensor([index[t] for t in tops])
 
 
 def _from_files(cfg: DataConfig, root: Path) -> ImageSet:
@@ -190,6 +204,7 @@ def _from_files(cfg: DataConfig, root: Path) -> ImageSet:
         ok = [a is not None for a in arrays]
     data.unreadable = [f for f, good in zip(files, ok, strict=True) if not good]
     data.files = [f for f, good in zip(files, ok, strict=True) if good]
+    data.classes, data.labels = folder_classes(data.files) or ([], None)
     if not data.files:
         raise DataError(f"none of the {len(files)} images under {root} could be decoded")
     if not stream:
@@ -225,9 +240,18 @@ def load_data(cfg: DataConfig) -> ImageSet:
     return data
 
 
-def load_training_data(cfg: DataConfig) -> ImageSet:
-    """:func:`load_data`, refusing a folder or zip that holds too few readable images to train a GAN on."""
+def load_training_data(cfg: DataConfig, classes: int = 0) -> ImageSet:
+    """:func:`load_data`, refusing a folder or zip that holds too few readable images to train a GAN on, and,
+    for a class-conditional D of ``classes`` classes, data without exactly that many classes."""
     data = load_data(cfg)
+    if classes and data.labels is None:
+        raise DataError(f"discriminator.conditional={classes} needs labelled images: data.path=mnist, or a folder "
+                        f"with one subfolder per class (ImageFolder layout), which {cfg.path} is not; put each "
+                        "class in its own subfolder, or set discriminator.conditional=0")
+    if classes and len(data.classes) != classes:
+        shown = ", ".join(data.classes[:5]) + (", ..." if len(data.classes) > 5 else "")
+        raise DataError(f"discriminator.conditional={classes}, but {cfg.path} holds {len(data.classes)} classes "
+                        f"({shown}); set discriminator.conditional={len(data.classes)}")
     if data.root is not None and len(data) < MIN_TRAINING_IMAGES and not cfg.limit:
         folders = f" and {len(data.unreadable_folders)} folder(s)" if data.unreadable_folders else ""
         skipped = f" ({len(data.unreadable)} more{folders} could not be read)" if data.unreadable or folders else ""

@@ -189,16 +189,17 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         set_seed(recipe.seed)
 
         # --- build ---------------------------------------------------------------------------------
-        data, dropped = select(load_training_data(recipe.data), recipe.data)
+        data, dropped = select(load_training_data(recipe.data, recipe.discriminator.conditional), recipe.data)
         if len(dropped) and acc.is_main_process:
             write_grid(to_float(dropped), run_dir / "dropped.png")
         plan = BatchPlan(len(data), recipe.seed)
-        conditional = recipe.discriminator.conditional  # recipe.check allows it on labelled data (mnist) only
+        conditional = recipe.discriminator.conditional  # load_training_data checked the data's classes
         G = build_generator(recipe)
         if recipe.generator.init:
             from ganxfer.transfer import warm_start_generator
 
             G = warm_start_generator(G, recipe, run_dir if acc.is_main_process else None)
+        G.classes = list(data.classes) if conditional else []  # exported with G: what sample --class reads
         # the warm start as it loaded (a resume overwrites G, not this): loss.anchor keeps its low-pass images
         start = copy.deepcopy(G).eval().requires_grad_(False).to(acc.device) if recipe.loss.anchor > 0 else None
         D = build_discriminator(recipe)

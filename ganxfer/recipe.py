@@ -11,6 +11,7 @@ import difflib
 import math
 import re
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +234,8 @@ def check_sections(raw: Any, source: str) -> None:
 
 def check(recipe: Recipe, source: str = "recipe") -> Recipe:
     """Rules that tie keys together, checked when the recipe loads so that ``--dry-run`` catches them."""
-    for rule in (_check_name, _check_data, _check_models, _check_optim, _check_loss, _check_eval, _check_memory):
+    for rule in (_check_name, _check_parents, _check_data, _check_models, _check_optim, _check_loss, _check_eval,
+                 _check_memory):
         problem = rule(recipe)
         if problem:
             raise RecipeError(f"{source}: {problem}")
@@ -252,6 +254,47 @@ def check(recipe: Recipe, source: str = "recipe") -> Recipe:
                 raise RecipeError(f"{source}: train.log_with: the {name} tracker is not installed; "
                                   f"pip install {name}, or leave it out")
     return recipe
+
+
+def _projected(r: Recipe) -> bool:
+    return r.discriminator.kind == "projected"
+
+
+# A key that only matters while another feature is on: (the keys, whether the feature is on, how to turn it on).
+# Set to anything but its default while the feature is off, it would be ignored in silence, so it is refused.
+PARENTS: list[tuple[tuple[str, ...], Callable[[Recipe], bool], str]] = [
+    (("loss.r1_every",), lambda r: r.loss.r1_gamma > 0, "loss.r1_gamma > 0"),
+    (("loss.top_k_kimg",), lambda r: r.loss.top_k < 1, "loss.top_k < 1"),
+    (("loss.fine_detail_size",), lambda r: r.loss.fine_detail > 0, "loss.fine_detail > 0"),
+    (("data.select_backbone",), lambda r: r.data.select < 1, "data.select < 1"),
+    (("generator.freeze_blocks", "generator.code_gain", "generator.balance_latent"),
+     lambda r: bool(r.generator.init), "generator.init (a warm start)"),
+    (("discriminator.freeze_blocks",), lambda r: bool(r.discriminator.init), "discriminator.init (a warm start)"),
+    (("discriminator.ndf", "discriminator.norm"), lambda r: r.discriminator.kind == "dcgan",
+     "discriminator.kind=dcgan (a projected D's pixel D has discriminator.pixel_ndf and pixel_norm)"),
+    (("discriminator.backbone", "discriminator.pretrained", "discriminator.pretrained_file", "discriminator.mode",
+      "discriminator.out_indices", "discriminator.projection", "discriminator.head_channels", "discriminator.heads",
+      "discriminator.mbstd", "discriminator.pixel_d"), _projected, "discriminator.kind=projected"),
+    (("discriminator.trainable_from",), lambda r: r.discriminator.mode == "partial", "discriminator.mode=partial"),
+    (("discriminator.backbone_lr_mult",), lambda r: _projected(r) and r.discriminator.mode != "frozen",
+     "discriminator.mode=finetune or partial"),
+    (("discriminator.pixel_ndf", "discriminator.pixel_norm", "discriminator.pixel_input_size",
+      "discriminator.pixel_weight"), lambda r: _projected(r) and r.discriminator.pixel_d, "discriminator.pixel_d=true"),
+    (("eval.num", "eval.metrics", "eval.data", "eval.num_real", "eval.best_metric", "eval.batch",
+      "eval.feature_extractor"), lambda r: r.eval.every_kimg > 0, "eval.every_kimg > 0 (in-training evaluation)"),
+]
+
+
+def _check_parents(r: Recipe) -> str | None:
+    values, defaults = flat(r), flat(Recipe())
+    for keys, on, feature in PARENTS:
+        if on(r):
+            continue
+        for key in keys:
+            if values[key] != defaults[key]:
+                return (f"{key}={values[key]!r} does nothing unless {feature}; turn that on, or leave {key} at its "
+                        f"default ({defaults[key]!r})")
+    return None
 
 
 def _check_name(r: Recipe) -> str | None:
@@ -346,10 +389,9 @@ def _check_loss(r: Recipe) -> str | None:
         return (f"loss.info_classes={k} reads the code from z's first K entries: use 2 to "
                 f"generator.latent_dim={r.generator.latent_dim}, or 0 for off")
     c = r.discriminator.conditional
-    if c and r.data.path != "mnist":
-        return (f"discriminator.conditional={c} judges real images as their labels, and only data.path=mnist has "
-                "labels; set discriminator.conditional=0")
-    if c and c != MNIST_CLASSES:
+    if c == 1:
+        return "discriminator.conditional=1: a class-conditional D needs 2 classes or more; use 0 for off"
+    if c and r.data.path == "mnist" and c != MNIST_CLASSES:
         return (f"discriminator.conditional={c}: MNIST has {MNIST_CLASSES} classes; use "
                 f"discriminator.conditional={MNIST_CLASSES}, or 0 for off")
     if c > r.generator.latent_dim:

@@ -20,6 +20,7 @@ import os
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -88,10 +89,10 @@ class GeneratorConfig:
 @dataclass
 class DiscriminatorConfig:
     kind: str = _f("dcgan", "'dcgan' or 'projected'")
-    ndf: int = _f(64, "DCGAN width of the first layer", 4, 1024)
-    norm: Literal["batch", "spectral", "none"] = _f("batch", "dcgan, and projected's pixel_d: batch (the "
-                                                    "tutorial's BatchNorm), spectral (spectral-norm convs) or none "
-                                                    "(plain convs, for R1); the last two judge each image on its own")
+    ndf: int = _f(64, "dcgan: width of the first layer", 4, 1024)
+    norm: Literal["batch", "spectral", "none"] = _f("batch", "dcgan: batch (the tutorial's BatchNorm), spectral "
+                                                    "(spectral-norm convs) or none (plain convs, for R1); the last "
+                                                    "two judge each image on its own")
     backbone: str = _f("tf_efficientnet_lite0.in1k", "timm model name for kind=projected")
     pretrained: bool = _f(True, "load ImageNet weights for the backbone")
     pretrained_file: str | None = _f(None, "local .safetensors with backbone weights")
@@ -108,18 +109,20 @@ class DiscriminatorConfig:
     mbstd: int = _f(0, "projected: group size of a minibatch-stddev channel in each head (StyleGAN's; 0 = off)", 0, 64)
     pixel_d: bool = _f(False, "projected: also a DCGAN discriminator (width ndf) on the pixels, as one more head "
                               "(Vision-aided GAN's ensemble)")
-    pixel_input_size: int | None = _f(None, "projected's pixel_d: judge the pixels resized to this side (32, 64 or "
-                                            "128; default data.resolution)", 16, 1024)
-    pixel_weight: float = _f(1.0, "projected's pixel_d: its logit is multiplied by this, which scales its share of "
-                                  "D's score and of G's gradient (a pixel D warm-started from an R1-trained one passed "
-                                  "G about a fifteenth of a head's gradient)", 0)
+    pixel_ndf: int = _f(64, "pixel_d: width of the pixel D's first layer", 4, 1024)
+    pixel_norm: Literal["batch", "spectral", "none"] = _f("batch", "pixel_d: the pixel D's normalisation, as "
+                                                                   "discriminator.norm")
+    pixel_input_size: int | None = _f(None, "pixel_d: judge the pixels resized to this side (32, 64 or 128; "
+                                            "default data.resolution)", 16, 1024)
+    pixel_weight: float = _f(1.0, "pixel_d: its logit is multiplied by this, which scales its share of D's score "
+                                  "and of G's gradient", 0)
     init: str | None = _f(None, "warm start of the discriminator; a projected one with pixel_d also takes a dcgan "
                                 "discriminator's export, into its pixel D")
     freeze_blocks: int = _f(0, "freeze the first K discriminator blocks (FreezeD)", 0)
-    conditional: int = _f(0, "K > 0: a class-conditional D (projection discriminator, Miyato & Koyama 2018) for data "
-                             "with labels (mnist): real images are judged as their label, fakes as the code c = "
-                             "argmax of z's first K entries, so G learns to draw class c for code c. G and "
-                             "sampling are unchanged: z ~ N(0, I) draws each class 1/K of the time (0 = off)", 0, 4096)
+    conditional: int = _f(0, "K > 0: a class-conditional D (projection discriminator) for labelled data, mnist or "
+                             "a folder with one subfolder per class: it judges real images as their class and fakes "
+                             "as the class of their code, the largest of z's first K entries, so G learns to draw "
+                             "class c for that code (ganxfer sample --class); 0 = off", 0, 4096)
 
 
 @dataclass
@@ -313,6 +316,28 @@ def _coerce(value: Any, tp: Any, where: str, expand: bool = True) -> Any:
     return value
 
 
+def _off(default: Any) -> Callable[[Any, dict], bool]:
+    return lambda value, section: value == default
+
+
+# Keys that were removed, with why and what to use. A recipe or run folder that still holds one loads as long as
+# the value is one the toolkit now behaves as (an old RUN/recipe.yaml lists every key, mostly at its default);
+# any other value is refused in one line, rather than dropped in silence.
+RETIRED: dict[str, tuple[Callable[[Any, dict], bool], str]] = {
+    "loss.anchor": (_off(0.0), "its study found no gain (docs/research/bundle-mnist.md); remove it"),
+    "loss.anchor_size": (lambda v, s: True, "it went with loss.anchor; remove it"),
+    "loss.info_classes": (_off(0), "InfoGAN's code found no gain (docs/research/bundle-mnist.md); for classes "
+                                   "from labels use discriminator.conditional; remove it"),
+    "loss.info_weight": (lambda v, s: True, "it went with loss.info_classes; remove it"),
+    "loss.info_cluster": (_off(0.0), "it went with loss.info_classes (docs/research/bundle-mnist.md); remove it"),
+    "loss.classifier_target": (lambda v, s: v == "confident" or not s.get("classifier"),
+                               "loss.classifier is now always CatGAN's confidence term ('confident'); AC-GAN's "
+                               "'code' found no gain (docs/research/bundle-mnist.md); remove it"),
+    "loss.saturation_edge": (_off(3.0), "the penalty now always starts at 3 (tanh(3) = 0.995); remove it"),
+    "optim.g_lr_mult": (_off(1.0), "set optim.g_lr to the learning rate you want; remove it"),
+}
+
+
 def _build(cls: type, raw: dict[str, Any], prefix: str, source: str, expand: bool = True) -> Any:
     if not isinstance(raw, dict):
         section = prefix.rstrip('.') or 'recipe'
@@ -322,6 +347,11 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, source: str, expand: boo
     kwargs = {}
     for key, value in raw.items():
         where = f"{prefix}{key}"
+        if key not in fields and where in RETIRED:
+            accepted, why = RETIRED[where]
+            if accepted(value, raw):
+                continue
+            raise RecipeError(f"{source}: {where}={value!r} was retired: {why}")
         if key not in fields:
             valid = [f"{prefix}{k}" for k in fields]
             close = difflib.get_close_matches(where, valid, n=1, cutoff=0.5)
@@ -350,8 +380,9 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, source: str, expand: boo
 def check_model_values(values: dict[str, Any], source: str) -> None:
     """Check a model ``config.json``'s arguments that recipe keys share (``resolution``, ``ngf``, ...) with
     the recipe's types and ranges; the others are the model's to check."""
+    own = {"pixel_ndf"}  # 0 in a config is "no pixel D"; the model's own range check covers it
     for cls in (DataConfig, GeneratorConfig, DiscriminatorConfig):
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)} - own
         _build(cls, {k: v for k, v in values.items() if k in names}, "", source, expand=False)
     if values.get("channels", 3) not in (1, 3):
         raise RecipeError(f"{source}: channels={values['channels']}: use 1 (grayscale) or 3 (RGB)")

@@ -74,7 +74,7 @@ def select(data: ImageSet, cfg: DataConfig) -> tuple[ImageSet, torch.Tensor]:
     out = ImageSet(data.resolution, data.channels, root=data.root, workers=data.workers,
                    pixels=data.pixels[keep] if data.pixels is not None else None,
                    files=[data.files[i] for i in keep.tolist()] if data.files else [], unreadable=data.unreadable,
-                   labels=data.labels[keep] if data.labels is not None else None)
+                   labels=data.labels[keep] if data.labels is not None else None, classes=data.classes)
     log.info("data.select=%g: kept the %d most typical of %d images (%s features)", cfg.select, keep_n,
              len(data), cfg.select_backbone)
     return out, preview

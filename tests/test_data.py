@@ -327,3 +327,24 @@ def test_unreadable_folders_are_counted_and_reported(anime_dir):
         for sub in ("locked", "open/locked-too"):
             (root / sub).chmod(0o755)
         shutil.rmtree(root)
+
+
+def test_a_folder_with_one_subfolder_per_class_is_labelled(anime_subset, tmp_path):
+    """torchvision's ImageFolder layout: classes are the subfolders, sorted; loose files mean no labels."""
+    from ganxfer.data import load_training_data
+
+    root = tmp_path / "pets"
+    for name, start in (("dogs", 0), ("cats", 60)):
+        (root / name).mkdir(parents=True)
+        for i, f in enumerate(sorted(anime_subset(60, start=start, name=name).iterdir())):
+            (root / name / f"{i}.jpg").write_bytes(f.read_bytes())
+    data = load_training_data(DataConfig(path=str(root), resolution=32), classes=2)
+    assert data.classes == ["cats", "dogs"] and data.labels.tolist() == [0] * 60 + [1] * 60
+    with pytest.raises(DataError, match=r"discriminator.conditional=3, but .* holds 2 classes \(cats, dogs\); "
+                                        r"set discriminator.conditional=2"):
+        load_training_data(DataConfig(path=str(root), resolution=32), classes=3)
+    (root / "loose.jpg").write_bytes((root / "cats" / "0.jpg").read_bytes())
+    assert load_data(DataConfig(path=str(root), resolution=32)).labels is None
+    with pytest.raises(DataError, match="needs labelled images: data.path=mnist, or a folder with one subfolder "
+                                        "per class"):
+        load_training_data(DataConfig(path=str(root), resolution=32), classes=2)

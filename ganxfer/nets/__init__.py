@@ -69,8 +69,8 @@ def _projected_discriminator(r: Recipe) -> dict:
     return dict(backbone=d.backbone, resolution=r.data.resolution, channels=r.data.channels, mode=d.mode,
                 trainable_from=d.trainable_from, backbone_lr_mult=d.backbone_lr_mult, out_indices=d.out_indices,
                 input_size=d.input_size, projection=d.projection, head_channels=d.head_channels,
-                heads=d.heads, mbstd=d.mbstd, pixel_ndf=d.ndf if d.pixel_d else 0,
-                pixel_norm=d.norm, pixel_input_size=d.pixel_input_size,
+                heads=d.heads, mbstd=d.mbstd, pixel_ndf=d.pixel_ndf if d.pixel_d else 0,
+                pixel_norm=d.pixel_norm, pixel_input_size=d.pixel_input_size,
                 pixel_weight=d.pixel_weight, conditional=d.conditional, pixel_classes=_ac_classes(r),
                 pretrained=d.pretrained, pretrained_file=d.pretrained_file)
 
@@ -109,6 +109,8 @@ def config_of(model: nn.Module, role: str) -> dict:
     """``model``'s config.json: its constructor arguments plus ``ganxfer: {role, kind, version}``."""
     config = dict(hub_config(model))
     config["ganxfer"] = {"role": role, "kind": model.kind, "version": __version__}
+    if getattr(model, "classes", None):  # a class-conditional run's class names, in code order (sample --class)
+        config["ganxfer"]["classes"] = list(model.classes)
     return config
 
 
@@ -230,4 +232,9 @@ def load_model(folder: str | Path, role: str | None = None) -> nn.Module:
             raise ModelFormatError(f"{weights}: {key} holds NaN or infinite values (the training diverged); use an "
                                    "earlier checkpoint, snapshot or generator-best")
     model.load_state_dict(state, strict=True)
+    classes = read_config(folder)["ganxfer"].get("classes") or []
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes) and len(classes) <= 4096):
+        raise ModelFormatError(f"{folder / 'config.json'}: ganxfer.classes must be a list of class names")
+    if classes:
+        model.classes = classes
     return model.eval()

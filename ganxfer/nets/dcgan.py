@@ -73,6 +73,7 @@ class DCGANGenerator(
 
     kind = "dcgan"
     resolutions = RESOLUTIONS  # recipe.check refuses any other data.resolution
+    classes: list[str] = []  # a class-conditional run's class names, in code order (set at export and load)
     channel_tensors = {"to_rgb.weight": (1, "output")}  # what transfer may adapt between 1 and 3 channels
 
     def __init__(self, resolution: int = 64, channels: int = 3, ngf: int = 64, latent_dim: int = 100,
@@ -140,12 +141,13 @@ class DCGANGenerator(
 
     @torch.no_grad()
     def sample(self, n: int, seed: int | None = None, batch_size: int = 256,
-               device: torch.device | str | None = None) -> torch.Tensor:
+               device: torch.device | str | None = None, label: int | None = None) -> torch.Tensor:
         """``n`` images (n, C, H, W) in [-1, 1], in eval mode, in the model's dtype.
 
         ``seed``: z is drawn on the CPU from this seed, so the images do not depend on the device; None draws
         fresh noise from torch's global generator. ``device``: where to generate (the model moves there);
-        the images are returned on it. Default: where the model is.
+        the images are returned on it. Default: where the model is. ``label``: for a class-conditional run's
+        generator, only images of that class (an index into ``classes``).
         """
         if n < 0:
             raise ValueError(f"sample: n={n} must be 0 or more")
@@ -158,10 +160,11 @@ class DCGANGenerator(
                                device=param.device)
         rng = torch.Generator().manual_seed(seed) if seed is not None else None
         z = torch.randn(n, self.latent_dim, generator=rng)
+        z = z if label is None else self.of_class(z, label)
         return torch.cat([self.sample_z(zb) for zb in z.split(batch_size)])
 
     @torch.no_grad()
-    def iter_samples(self, n: int, seed: int, chunk: int = 256) -> Iterator[torch.Tensor]:
+    def iter_samples(self, n: int, seed: int, chunk: int = 256, label: int | None = None) -> Iterator[torch.Tensor]:
         """The images of ``sample(n, seed=seed)``, ``chunk`` at a time, so memory stays bounded for any ``n``.
 
         z is drawn in chunks of a multiple of 16 rows, which gives exactly the values of one draw of ``n``
@@ -172,7 +175,20 @@ class DCGANGenerator(
         rng = torch.Generator().manual_seed(seed)
         for start in range(0, n, chunk):
             z = torch.randn(min(chunk, n - start), self.latent_dim, generator=rng)
-            yield self.sample_z(z)
+            yield self.sample_z(z if label is None else self.of_class(z, label))
+
+    def of_class(self, z: torch.Tensor, label: int) -> torch.Tensor:
+        """``z`` turned into latents of class ``label`` of a class-conditional run (its ``classes``): in each row
+        the largest of the first K entries, which picks the class, swaps places with entry ``label``. Since those
+        K entries are independent normals, this draws exactly from z ~ N(0, I) given that class."""
+        k = len(self.classes)
+        if not 0 <= label < k:
+            raise ValueError(f"label {label}: this generator has {k} classes")
+        z = z.clone()
+        rows, top = torch.arange(len(z)), z[:, :k].argmax(1)
+        largest, there = z[rows, top].clone(), z[rows, label].clone()
+        z[rows, label], z[rows, top] = largest, there
+        return z
 
     def sample_z(self, z: torch.Tensor) -> torch.Tensor:
         """Images for latents ``z`` (on the CPU is fine), in eval mode, on the model's device and dtype."""
