@@ -234,7 +234,7 @@ def check_sections(raw: Any, source: str) -> None:
 
 def check(recipe: Recipe, source: str = "recipe") -> Recipe:
     """Rules that tie keys together, checked when the recipe loads so that ``--dry-run`` catches them."""
-    for rule in (_check_name, _check_parents, _check_data, _check_models, _check_optim, _check_loss, _check_eval,
+    for rule in (_check_name, _check_data, _check_models, _check_optim, _check_loss, _check_eval, _check_parents,
                  _check_memory):
         problem = rule(recipe)
         if problem:

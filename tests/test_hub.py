@@ -332,7 +332,7 @@ def test_pushed_recipe_holds_no_local_path(tmp_path):
     run = make_run(tmp_path)
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     recipe["data"]["path"] = str(images)
-    recipe["eval"]["data"] = "mnist"
+    recipe["eval"].update(data="mnist", every_kimg=5.0)
     recipe["generator"]["init"] = str(tmp_path / "private" / "base-g")
     recipe["discriminator"].update(init=str(tmp_path / "private" / "base-d"),
                                    pretrained_file=str(tmp_path / "private" / "lite0.safetensors"))

@@ -176,6 +176,7 @@ def test_projected_partial_backbone_two_processes(lite0_cache, anime_dir, tmp_pa
     run = tmp_path / "run"
     output = torchrun(run, "--set", "train.kimg=0.032", "--set", "discriminator.mode=partial",
                       "--set", "discriminator.trainable_from=3", "--set", "train.num_samples=16",
+                      "--set", "discriminator.ndf=64",  # TINY's ndf is a dcgan D's; this projected D has none
                       recipe="recipes/anime_projected.yaml", extra_env={"GANXFER_DATA": str(anime_dir.parent)})
     assert_two_processes(run, output, [0.032])
     ref = safetensors.torch.load_file(str(next(lite0_cache.rglob("model.safetensors"))))
