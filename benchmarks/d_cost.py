@@ -43,7 +43,7 @@ def build(recipe_path: str, batch: int):
 
 def d_step(D, opt, loss_kind: str, real: torch.Tensor, fake: torch.Tensor) -> float:
     t0 = time.perf_counter()
-    loss = d_loss(loss_kind, D(real), D(fake))
+    loss = d_loss(loss_kind, D(real).logits, D(fake).logits)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -53,7 +53,7 @@ def d_step(D, opt, loss_kind: str, real: torch.Tensor, fake: torch.Tensor) -> fl
 def g_pass(D, loss_kind: str, fake: torch.Tensor) -> float:
     fake = fake.clone().requires_grad_(True)  # stands in for G's output
     t0 = time.perf_counter()
-    g_loss(loss_kind, D(fake)).backward()
+    g_loss(loss_kind, D(fake).logits).backward()
     return time.perf_counter() - t0
 
 

@@ -1,5 +1,6 @@
 """The GAN objective: short real runs with every loss term switched on give the weights that the code before the
-objective was a module gave (sha256 per tensor, recorded in tests/data/objective_hashes.json)."""
+objective was a module gave (sha256 per tensor, recorded in tests/data/objective_hashes.json); the terms it
+reports; a new term as one class; the view of the fakes the G step reuses."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ import torch
 from click.testing import CliRunner
 
 from ganxfer.cli import main
-from ganxfer.nets import export_model
-from ganxfer.nets.dcgan import DCGANGenerator
+from ganxfer.nets import build_generator, export_model
+from ganxfer.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from ganxfer.nets.projected import ProjectedDiscriminator
+from ganxfer.objective import G_TERMS, Fakes, Judge, Objective, Term
+from ganxfer.recipe import load_recipe
 
 FIXTURE = Path(__file__).parent / "data" / "objective_hashes.json"
 RECORD = os.environ.get("GANXFER_RECORD_OBJECTIVE") == "1"  # rewrite the fixture (only from a reference commit)
@@ -113,3 +117,65 @@ def test_objective_gives_the_recorded_weights(config, mnist_data, lite0_cache, i
     else:  # other kernels round differently: the weights' fingerprints agree to float32 rounding
         for name, sums in recorded[config]["checksums"].items():
             assert found["checksums"][name] == pytest.approx(sums, rel=1e-5), name
+
+
+def objective_for(*sets: str) -> Objective:
+    recipe = load_recipe("recipes/mnist_dcgan.yaml", ["data.resolution=32", "generator.ngf=8", "discriminator.ndf=8",
+                                                      *sets])
+    return Objective(recipe, build_generator(recipe), torch.device("cpu"))
+
+
+def test_objective_reports_the_terms_the_recipe_switches_on():
+    assert objective_for().names == ("loss_d", "loss_g")
+    assert objective_for("loss.r1_gamma=1", "loss.mode_seeking=1", "loss.saturation=1").names == \
+        ("loss_d", "loss_g", "r1", "mode_seeking", "saturation")
+    assert objective_for("loss.info_classes=10", "loss.info_cluster=1").terms == ("cluster", "info")
+    assert objective_for("loss.info_classes=10").terms == ("info",)  # D's side of the code term is not logged
+    assert objective_for("loss.saturation=1").pre_tanh and not objective_for("loss.mode_seeking=1").pre_tanh
+
+
+class Brightness(Term):
+    """A term written for this test: the fakes' mean, which G lowers."""
+
+    name = "brightness"
+
+    @classmethod
+    def build(cls, recipe, start):
+        return cls(0.25)
+
+    def __call__(self, seen):
+        return seen.fakes.images.float().mean()
+
+
+def test_a_new_term_is_one_class(monkeypatch):
+    """Listing a Term class in G_TERMS is all it takes: the G loss gains weight x term, and it is reported."""
+    torch.manual_seed(0)
+    D = DCGANDiscriminator(resolution=32, channels=1, ndf=8)
+    G = DCGANGenerator(resolution=32, channels=1, ngf=8)
+    judge = Judge(D, lambda x: x)
+    plain = objective_for()
+    monkeypatch.setattr("ganxfer.objective.G_TERMS", (*G_TERMS, Brightness))
+    extended = objective_for()
+    assert extended.names[-1] == "brightness"
+    fakes = plain.generate(G, torch.randn(4, 100))
+    base, none = plain.g_loss(judge, fakes, 0.0)
+    loss, terms = extended.g_loss(judge, fakes, 0.0)
+    assert none == {} and torch.equal(terms["brightness"], fakes.images.mean())
+    assert torch.allclose(loss, base + 0.25 * fakes.images.mean())
+
+
+def test_judge_shows_the_g_step_the_d_steps_view_of_the_fakes():
+    """With a frozen projected D's features, the fakes are augmented once per iteration (in the last D step) and
+    the G step judges that view again; without them, each step augments afresh."""
+    torch.manual_seed(0)
+    D = ProjectedDiscriminator("test_efficientnet", resolution=32, channels=1, head_channels=8).eval()
+    fakes = Fakes(torch.rand(2, 1, 32, 32, requires_grad=True) * 2 - 1, torch.randn(2, 100), None, None)
+    for features, views in ((D.features, 1), (None, 2)):
+        shown = []
+        judge = Judge(D, lambda x, shown=shown: shown.append(x) or x + 0, features)
+        d_view = judge.fakes_for_d(fakes, keep=True)
+        g_view = judge.fakes_for_g(fakes)
+        assert len(shown) == views
+        assert all(torch.allclose(a, b) for a, b in zip(d_view.logits, g_view.logits, strict=True))
+        (grad,) = torch.autograd.grad(sum(t.sum() for t in g_view.logits), fakes.images)  # G's gradient flows
+        assert grad.abs().sum() > 0
