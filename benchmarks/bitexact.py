@@ -28,9 +28,9 @@ import torch
 from results import git_commit, machine
 
 STEPS, BATCH = 200, 32
-SETTINGS = ["--set", f"train.kimg={STEPS * BATCH / 1000:g}", "--set", f"train.batch_size={BATCH}",
-            "--set", "train.minutes=null", "--set", "data.limit=2000", "--set", "train.sample_every_kimg=1000",
-            "--set", "train.checkpoint_every_kimg=1000", "--set", "train.log_every_kimg=1.6"]
+SETTINGS = ["--set", f"train.batch_size={BATCH}", "--set", "train.minutes=null", "--set", "data.limit=2000",
+            "--set", "train.sample_every_kimg=1000", "--set", "train.checkpoint_every_kimg=1000",
+            "--set", "train.log_every_kimg=1.6"]
 
 
 def tensor_hashes(path: Path) -> dict[str, str]:
@@ -43,17 +43,20 @@ def tensor_hashes(path: Path) -> dict[str, str]:
     return out
 
 
-def run(precision: str, folder: Path) -> dict[str, dict[str, str]]:
-    """Train the headline recipe for STEPS steps at ``precision``; the hashes of what it left, by file."""
-    cmd = [sys.executable, "-m", "ganxfer", "train", "recipes/anime_from_mnist.yaml", *SETTINGS,
-           "--set", f"train.mixed_precision={precision}", "--run-dir", str(folder)]
-    subprocess.run(cmd, check=True)
+def run(precision: str, folder: Path, train: bool = True, steps: int = STEPS) -> dict[str, dict[str, str]]:
+    """Train the headline recipe for ``steps`` steps at ``precision`` into ``folder`` (``train`` False: a finished
+    run is there already); the hashes of what it left, by file."""
+    if train:
+        cmd = [sys.executable, "-m", "ganxfer", "train", "recipes/anime_from_mnist.yaml", *SETTINGS,
+               "--set", f"train.kimg={steps * BATCH / 1000:g}", "--set", f"train.mixed_precision={precision}",
+               "--run-dir", str(folder)]
+        subprocess.run(cmd, check=True)
     (last,) = sorted((folder / "checkpoints").glob("step-*"))[-1:]
     files = {"generator": folder / "generator" / "model.safetensors",
              "discriminator": folder / "discriminator" / "model.safetensors",
              **{f"checkpoint/{p.stem}": p for p in sorted(last.glob("*.safetensors"))}}
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    assert max(r.get("step", 0) for r in rows) == STEPS, "the run did not take the expected number of steps"
+    assert max(r.get("step", 0) for r in rows) == steps, "the run did not take the expected number of steps"
     return {name: tensor_hashes(path) for name, path in files.items()}
 
 
@@ -80,16 +83,24 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="write the hashes here")
     p.add_argument("--check", type=Path, help="compare with the hashes in this file; exit 1 if any differ")
     p.add_argument("--precision", nargs="+", default=["no", "auto"], help="train.mixed_precision values to run")
+    p.add_argument("--runs", type=Path, help="keep the runs in DIR/<precision> (default: a temporary folder)")
+    p.add_argument("--hash-only", action="store_true", help="hash the finished runs in --runs, training nothing")
+    p.add_argument("--steps", type=int, default=STEPS, help="training steps (the reference file's: 200)")
     args = p.parse_args()
-    found = {"commit": git_commit(), "machine": machine(), "settings": SETTINGS, "runs": {}}
+    found = {"commit": git_commit(), "machine": machine(), "steps": args.steps, "settings": SETTINGS, "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for precision in args.precision:
-            found["runs"][precision] = run(precision, Path(tmp) / precision)
+            found["runs"][precision] = run(precision, (args.runs or Path(tmp)) / precision, not args.hash_only,
+                                           args.steps)
     if args.out:
         args.out.write_text(json.dumps(found, indent=1) + "\n")
     if args.check:
         reference = json.loads(args.check.read_text())
+        if reference.get("steps", STEPS) != args.steps:
+            sys.exit(f"{args.check} holds {reference.get('steps', STEPS)} steps; pass --steps to match")
         reference["runs"] = {k: v for k, v in reference["runs"].items() if k in args.precision}
+        for precision in set(args.precision) - set(reference["runs"]):
+            print(f"{precision:5s} no reference in {args.check}: not compared")
         print(f"reference {reference['commit']} on {reference['machine']}\nnow       {found['commit']} on "
               f"{found['machine']}")
         sys.exit(0 if compare(reference, found) else 1)
