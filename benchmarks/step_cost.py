@@ -93,14 +93,14 @@ def step(G, D, opt_g, opt_d, kind: str, latent: int, real: torch.Tensor, flags: 
     with autocast:
         fake = G(torch.randn(len(real), latent)).contiguous(memory_format=layout)
         feats = D.features(fake) if "reuse" in flags else None
-        fake_logits = D(fake.detach(), feats=[f.detach() for f in feats]) if feats else D(fake.detach())
-        loss = d_loss(kind, D(real.contiguous(memory_format=layout)), fake_logits)
+        fake_logits = (D(fake.detach(), feats=[f.detach() for f in feats]) if feats else D(fake.detach())).logits
+        loss = d_loss(kind, D(real.contiguous(memory_format=layout)).logits, fake_logits)
     opt_d.zero_grad(set_to_none=True)
     loss.backward()
     opt_d.step()
     with frozen(D) if "frozen" in flags else contextlib.nullcontext():
         with autocast:
-            loss = g_loss(kind, D(fake, feats=feats) if feats else D(fake))
+            loss = g_loss(kind, (D(fake, feats=feats) if feats else D(fake)).logits)
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
     opt_g.step()

@@ -1,10 +1,12 @@
-"""The loop's bookkeeping: a loss meter without per-step syncs, a training clock with pauses, and signals.
+"""The loop's bookkeeping: a loss meter without per-step syncs, a training clock with pauses, the progress bar,
+signals, and the main process's log lines.
 
 The counters themselves are :class:`ganxfer.checkpoint.Counters`, since checkpoints save them.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -12,8 +14,16 @@ from contextlib import contextmanager
 
 import torch
 from accelerate import Accelerator
+from tqdm.auto import tqdm
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+log = logging.getLogger(__name__)
+
+
+def announce(acc: Accelerator | None, message: str, *args: object) -> None:
+    """One line to the log, at level INFO, from the main process only (``acc`` None: the caller is it)."""
+    if acc is None or acc.is_main_process:
+        log.info(message, *args)
 
 
 class Meter:
@@ -31,6 +41,11 @@ class Meter:
     def add(self, name: str, value: torch.Tensor) -> None:
         self.sums[name] = self.sums[name] + value.detach().float()
         self.counts[name] += 1
+
+    def update(self, values: dict[str, torch.Tensor]) -> None:
+        """:meth:`add` each of ``values``."""
+        for name, value in values.items():
+            self.add(name, value)
 
     def _stacked(self, acc: Accelerator, *extra: float) -> torch.Tensor:
         values = [torch.as_tensor(self.sums[n], dtype=torch.float32, device=acc.device) for n in self.names]
@@ -66,6 +81,37 @@ class Clock:
             yield
         finally:
             self.origin += time.time() - t0
+
+
+class Progress:
+    """The progress bar (main process): kimg of the image budget, or under a time budget (``minutes``) minutes of
+    training time, so that its estimate of the time left is the budget's; the postfix shows the other count."""
+
+    def __init__(self, images: int, minutes: float | None, images_seen: int, wall_s: float, enabled: bool,
+                 **kwargs: object):
+        self.minutes = minutes
+        total, at, self.unit = (minutes, wall_s / 60, "min") if minutes is not None else \
+            (images / 1000, images_seen / 1000, "kimg")
+        form = "{l_bar}{bar}| {n:.2f}/{total:.2f} " + self.unit + " [{elapsed}<{remaining}{postfix}]"
+        self.bar = tqdm(total=total, initial=min(at, total), unit=self.unit, dynamic_ncols=True, disable=not enabled,
+                        bar_format=form, **kwargs)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+    def update(self, images_seen: int, wall_s: float) -> None:
+        at = wall_s / 60 if self.unit == "min" else images_seen / 1000
+        self.bar.update(min(at, self.bar.total) - self.bar.n)
+
+    def show(self, row: dict, images_seen: int, wall_s: float) -> None:
+        """A log row's losses and images/s, and kimg under a time budget."""
+        out = {"d": f"{row['loss_d']:.3f}", "g": f"{row['loss_g']:.3f}", "ips": f"{row['images_per_s']:.0f}"}
+        if self.minutes is not None:
+            out["kimg"] = f"{images_seen / 1000:.2f}"
+        self.bar.set_postfix(out)
 
 
 class Stop(BaseException):

@@ -2,9 +2,10 @@
 
 The checkpoint and bookkeeping helpers see the Accelerator only through what this loop passes them.
 
-Read it top to bottom: lock the run folder, build, (resume), then per iteration ``d_steps`` discriminator
-steps and one generator step, EMA, a finiteness check every few steps, and the periodic log / sample /
-checkpoint / evaluation, then export. Signals, storage faults and divergence end it with one line.
+Read it top to bottom: preflight, lock the run folder, build, (resume), then per iteration ``d_steps``
+discriminator steps and one generator step, whose losses :class:`ganxfer.objective.Objective` computes (the loop
+names no loss term), EMA, and once per tick a finiteness check, the log / sample / snapshot / evaluation /
+checkpoint, then export. Signals, storage faults and divergence end it with one line.
 """
 
 from __future__ import annotations
@@ -20,35 +21,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
-from tqdm.auto import tqdm
 
 from ganxfer import checkpoint
 from ganxfer.augment import DiffAugment, Part
-from ganxfer.bookkeeping import EXIT_CODES, Clock, Meter, Signals, Stop
+from ganxfer.bookkeeping import EXIT_CODES, Clock, Meter, Progress, Signals, Stop, announce
 from ganxfer.checkpoint import Counters
 from ganxfer.data import BatchPlan, load_training_data, to_float
 from ganxfer.ema import recalibrated, update_ema
 from ganxfer.errors import GanxferError
 from ganxfer.images import make_sheet, write_grid
 from ganxfer.lock import RunLock
-from ganxfer.losses import (
-    anchor,
-    cluster_loss,
-    d_loss,
-    fine_detail,
-    g_loss,
-    info_loss,
-    mode_seeking,
-    r1_penalty,
-    saturation,
-    top_k,
-    top_k_fraction,
-)
 from ganxfer.metrics import COLLAPSE_GRID, spread, thumbnails
 from ganxfer.nets import build_discriminator, build_generator, export_model
+from ganxfer.objective import Judge, Objective, Reals, batch_error
 from ganxfer.parallel import accelerator, local_batchnorm, resolve_precision, sync_batchnorm
 from ganxfer.recipe import Recipe, flat
 from ganxfer.selection import select
@@ -79,7 +66,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> list[Path]:
     (data, networks, warm starts) has succeeded, so a bad input never costs an earlier run."""
     left = checkpoint.clean_leftovers(run_dir)
     if left:
-        log.info("removed the leftovers of an interrupted checkpoint write or prune: %s", ", ".join(left))
+        announce(None, "removed the leftovers of an interrupted checkpoint write or prune: %s", ", ".join(left))
     if resume:
         if not checkpoint.candidates(run_dir):
             raise RunError(f"--resume: no checkpoint in {run_dir}/checkpoints; drop --resume to start fresh")
@@ -137,6 +124,25 @@ def optimizer_groups(model: torch.nn.Module, lr: float) -> list[dict]:
     return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
 
 
+def adam(recipe: Recipe, G: torch.nn.Module, D: torch.nn.Module) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """G's and D's optimizers, at the recipe's learning rates and betas."""
+    betas = tuple(recipe.optim.betas)
+    return (torch.optim.Adam(optimizer_groups(G, recipe.optim.g_lr * recipe.optim.g_lr_mult), betas=betas),
+            torch.optim.Adam(optimizer_groups(D, recipe.optim.d_lr), betas=betas))
+
+
+def diverged(what: str, counters: Counters, run_dir: Path) -> Diverged:
+    return Diverged(f"training diverged by {counters.images_seen / 1000:.3f} kimg ({what}) and nothing was "
+                    f"written from it; {newest(run_dir)}, after lowering optim.g_lr / optim.d_lr")
+
+
+def check_weights(nets: dict[str, torch.nn.Module | None], counters: Counters, run_dir: Path) -> None:
+    """Before anything is written from the weights (every process checks its own copy)."""
+    bad = checkpoint.nonfinite(nets)
+    if bad:
+        raise diverged(f"{' and '.join(bad)} hold NaN or infinite weights", counters, run_dir)
+
+
 def snapshot_marks(before_s: float, after_s: float, every: float, at: list[float]) -> list[float]:
     """The snapshot times, in minutes (multiples of ``every``, and ``at``), that training time just passed."""
     marks = [m for m in at if before_s < m * 60 <= after_s]
@@ -167,6 +173,55 @@ def save_grid(generator: torch.nn.Module, z: torch.Tensor, path: Path) -> torch.
     return images
 
 
+def preflight(recipe: Recipe, acc: Accelerator) -> int:
+    """Refuse what cannot run on these processes before anything is read or written; the per-process batch."""
+    tr = recipe.train
+    if tr.mixed_precision == "fp16" and acc.device.type == "cpu":
+        raise RunError("train.mixed_precision=fp16 needs a GPU, and this run is on the CPU; use bf16 or no")
+    if tr.batch_size % acc.num_processes:
+        raise RunError(f"train.batch_size={tr.batch_size} must divide by the {acc.num_processes} processes")
+    local_batch = tr.batch_size // acc.num_processes
+    problem = batch_error(recipe, local_batch, acc.num_processes)
+    if problem:
+        raise RunError(problem)
+    return local_batch
+
+
+def build_networks(recipe: Recipe, report: Path | None) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """G and D as the recipe builds them, warm-started where it says (``report``: where the transfer is reported)."""
+    G = build_generator(recipe)
+    if recipe.generator.init:
+        from ganxfer.transfer import warm_start_generator
+
+        G = warm_start_generator(G, recipe, report)
+    D = build_discriminator(recipe)
+    if recipe.discriminator.init:
+        from ganxfer.transfer import warm_start_discriminator
+
+        D = warm_start_discriminator(D, recipe, report)
+    return G, D
+
+
+def resume_run(acc: Accelerator, run_dir: Path, recipe: Recipe, nets: dict, optimizers: dict, rng: torch.Generator,
+               budget: int) -> Counters:
+    """Load the newest checkpoint that loads; the recipe's learning rates and betas win over the checkpoint's.
+    ``budget``: the images the run will have trained at its end, which the checkpoint must not be past."""
+    recipe_hparams = [[(g["lr"], g["betas"]) for g in o.param_groups] for o in optimizers.values()]
+    state = checkpoint.load_checkpoint(acc, run_dir, nets, optimizers, rng)
+    counters = state.counters
+    for o, hp in zip(optimizers.values(), recipe_hparams, strict=True):
+        for group, (lr, betas) in zip(o.param_groups, hp, strict=True):
+            group["lr"], group["betas"] = lr, betas
+    if counters.images_seen > budget:
+        kimg = counters.images_seen / 1000
+        raise RunError(f"--resume: train.kimg={recipe.train.kimg:g} is below the {kimg:g} kimg that "
+                       f"checkpoints/{state.folder.name} has already trained; pass --set train.kimg={kimg:g} or more")
+    announce(acc, "resumed from %s at %.3f kimg", state.folder, counters.images_seen / 1000)
+    if acc.is_main_process:
+        _truncate_metrics(run_dir / "metrics.jsonl", counters.images_seen)
+    return counters
+
+
 def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
     """Train ``recipe`` into ``run_dir`` and return the exported generator folder."""
     run_dir = Path(run_dir)
@@ -174,15 +229,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
     acc = accelerator(mixed_precision=resolve_precision(tr.mixed_precision),  # every launched process
                       log_with=tr.log_with or None,
                       project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tb")))
-    if tr.mixed_precision == "fp16" and acc.device.type == "cpu":
-        raise RunError("train.mixed_precision=fp16 needs a GPU, and this run is on the CPU; use bf16 or no")
-    if tr.batch_size % acc.num_processes:
-        raise RunError(f"train.batch_size={tr.batch_size} must divide by the {acc.num_processes} processes")
-    local_batch = tr.batch_size // acc.num_processes
-    if recipe.loss.mode_seeking > 0 and local_batch < 2:
-        raise RunError(f"loss.mode_seeking compares pairs of images on each process, and {acc.num_processes} "
-                       f"processes leave {local_batch} of train.batch_size={tr.batch_size} to each; raise "
-                       "train.batch_size or set loss.mode_seeking=0")
+    local_batch = preflight(recipe, acc)
     with faults(run_dir), Signals() as signals, RunLock(run_dir, enabled=acc.is_main_process):
         replaced = prepare_run_dir(run_dir, resume, overwrite) if acc.is_main_process else []
         acc.wait_for_everyone()
@@ -193,48 +240,28 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         if len(dropped) and acc.is_main_process:
             write_grid(to_float(dropped), run_dir / "dropped.png")
         plan = BatchPlan(len(data), recipe.seed)
-        conditional = recipe.discriminator.conditional  # load_training_data checked the data's classes
-        G = build_generator(recipe)
-        if recipe.generator.init:
-            from ganxfer.transfer import warm_start_generator
-
-            G = warm_start_generator(G, recipe, run_dir if acc.is_main_process else None)
-        G.classes = list(data.classes) if conditional else []  # exported with G: what sample --class reads
-        # the warm start as it loaded (a resume overwrites G, not this): loss.anchor keeps its low-pass images
-        start = copy.deepcopy(G).eval().requires_grad_(False).to(acc.device) if recipe.loss.anchor > 0 else None
-        D = build_discriminator(recipe)
-        if recipe.discriminator.init:
-            from ganxfer.transfer import warm_start_discriminator
-
-            D = warm_start_discriminator(D, recipe, run_dir if acc.is_main_process else None)
+        G, D = build_networks(recipe, run_dir if acc.is_main_process else None)
+        G.classes = list(data.classes) if recipe.discriminator.conditional else []  # sample --class reads them
+        objective = Objective(recipe, G, acc.device)  # the D and G losses, with every term the recipe switches on
         if acc.is_main_process and not resume:
             start_over(run_dir, replaced)
         ema = copy.deepcopy(G).eval().requires_grad_(False).to(acc.device) if tr.ema > 0 else None
         if tr.sync_bn and acc.num_processes > 1:  # BatchNorm over the global batch (the EMA copy stays plain)
             G, D = sync_batchnorm(G), sync_batchnorm(D)
-        betas = tuple(recipe.optim.betas)
-        opt_g = torch.optim.Adam(optimizer_groups(G, recipe.optim.g_lr * recipe.optim.g_lr_mult), betas=betas)
-        opt_d = torch.optim.Adam(optimizer_groups(D, recipe.optim.d_lr), betas=betas)
-        G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
+        G, D, opt_g, opt_d = acc.prepare(G, D, *adam(recipe, G, D))
         G_raw, D_raw = acc.unwrap_model(G), acc.unwrap_model(D)
         diffaugment = DiffAugment(recipe.augment.policy)
-        # a frozen projected D: the G step judges the D step's view of the fakes, whose features it keeps
-        reuse = tr.reuse_features and getattr(D_raw, "fixed_features", False)
-        info = recipe.loss.info_classes > 0  # InfoGAN: D's class head and G learn to agree on z's code
-        cluster = info and recipe.loss.info_cluster > 0  # ... the head clustering the real images instead
-        ac = recipe.loss.classifier > 0  # AC-GAN: D's class head learns the real labels, G draws its code's class
-        confident = recipe.loss.classifier_target == "confident"  # ... or CatGAN: G draws any class, confidently
-        want = {"classes": True} if ac else {}
-        saturate = recipe.loss.saturation > 0  # G also returns its output before the tanh, for the penalty
         layout = torch.channels_last if tr.channels_last else torch.contiguous_format
-
-        def augment(x: torch.Tensor, part: Part) -> torch.Tensor:
-            """What D is shown: DiffAugment, in the memory layout D runs fastest in (same values)."""
-            return diffaugment(x, part).contiguous(memory_format=layout)
-
         # the loop's randomness (flips, latents, augmentation), saved in checkpoints: one generator, alike on every
         # process, drawing for the global batch; each process takes its rows, so N processes draw what one would
         rng = torch.Generator(device=acc.device).manual_seed(recipe.seed * 7919 + 1)
+        rank_slice = slice(acc.process_index * local_batch, (acc.process_index + 1) * local_batch)
+        part = Part(rng, rank_slice, tr.batch_size)  # this process's rows of the global batch's random draws
+        # D sees DiffAugment's view in its fastest memory layout; a frozen projected D's features of the fakes are
+        # computed once, in the last D step, and judged again in the G step
+        reuse = tr.reuse_features and getattr(D_raw, "fixed_features", False)
+        judge = Judge(D, lambda x: diffaugment(x, part).contiguous(memory_format=layout),
+                      D_raw.features if reuse else None)
         fixed_z = torch.randn(tr.num_samples, recipe.generator.latent_dim,
                               generator=torch.Generator().manual_seed(recipe.seed)).to(acc.device)
         evaluator = None
@@ -244,23 +271,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
             evaluator = TrainingEvaluator(recipe, acc.device)
         nets, optimizers = {"G": G_raw, "D": D_raw, "ema": ema}, {"opt_g": opt_g, "opt_d": opt_d}
 
-        counters = Counters()
         total = round(tr.kimg * 1000)
         per_iter = tr.batch_size * tr.d_steps  # the budget is met in whole iterations
-        if resume:
-            recipe_hparams = [[(g["lr"], g["betas"]) for g in o.param_groups] for o in (opt_g, opt_d)]
-            state = checkpoint.load_checkpoint(acc, run_dir, nets, optimizers, rng)
-            counters = state.counters
-            for o, hp in zip((opt_g, opt_d), recipe_hparams, strict=True):  # the recipe's lr and betas win
-                for group, (lr, betas) in zip(o.param_groups, hp, strict=True):
-                    group["lr"], group["betas"] = lr, betas
-            if counters.images_seen > math.ceil(total / per_iter) * per_iter:
-                raise RunError(f"--resume: train.kimg={tr.kimg:g} is below the {counters.images_seen / 1000:g} kimg "
-                               f"that checkpoints/{state.folder.name} has already trained; pass --set "
-                               f"train.kimg={counters.images_seen / 1000:g} or more")
-            if acc.is_main_process:
-                log.info("resumed from %s at %.3f kimg", state.folder, counters.images_seen / 1000)
-                _truncate_metrics(run_dir / "metrics.jsonl", counters.images_seen)
+        budget = math.ceil(total / per_iter) * per_iter
+        counters = resume_run(acc, run_dir, recipe, nets, optimizers, rng, budget) if resume else Counters()
         if acc.is_main_process:  # only now: a resume that cannot continue leaves the run's recipe as it was
             (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
         budget_s = tr.minutes * 60 if tr.minutes is not None else math.inf
@@ -273,28 +287,6 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
             """What grids, evaluations and exports see: the EMA (or G) with its own BatchNorm statistics."""
             return recalibrated(ema or local_batchnorm(G_raw), tr.bn_batches, tr.batch_size, seed=recipe.seed)
 
-        def diverged(what: str) -> Diverged:
-            return Diverged(f"training diverged by {counters.images_seen / 1000:.3f} kimg ({what}) and nothing was "
-                            f"written from it; {newest(run_dir)}, after lowering optim.g_lr / optim.d_lr")
-
-        def check_weights() -> None:
-            """Before anything is written from the weights (every process checks its own copy)."""
-            bad = checkpoint.nonfinite(nets)
-            if bad:
-                raise diverged(f"{' and '.join(bad)} hold NaN or infinite weights")
-
-        rank_slice = slice(acc.process_index * local_batch, (acc.process_index + 1) * local_batch)
-        part = Part(rng, rank_slice, tr.batch_size)  # this process's rows of the global batch's random draws
-        if acc.is_main_process:
-            log.info("%d process(es) on %s: global batch %d = %d x %d per process, mixed precision %s",
-                     acc.num_processes, hardware(acc), tr.batch_size, acc.num_processes, local_batch,
-                     acc.mixed_precision)
-        # sums on the device; one sync per log row
-        meter = Meter("loss_d", "loss_g", "r1", "mode_seeking", "saturation", "fine_detail", "anchor", "info",
-                      "classifier", "cluster")
-        clock = Clock(counters.wall_s)  # training time: sampling, evaluation and checkpoints are paused()
-        t_log, seen_log = clock(), counters.images_seen
-
         def grid(generator: torch.nn.Module, at: int) -> None:
             images = save_grid(generator, fixed_z, run_dir / "samples" / f"{at:09d}.png")
             log_images(acc, images, at)
@@ -304,6 +296,11 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                 log.warning("kimg %.1f: the sample grid is %.2fx as varied as real images; the generator may be "
                             "collapsing", at / 1000, value)
 
+        announce(acc, "%d process(es) on %s: global batch %d = %d x %d per process, mixed precision %s",
+                 acc.num_processes, hardware(acc), tr.batch_size, acc.num_processes, local_batch, acc.mixed_precision)
+        meter = Meter(*objective.names)  # sums on the device; one sync per log row
+        clock = Clock(counters.wall_s)  # training time: sampling, evaluation and checkpoints are paused()
+        t_log, seen_log = clock(), counters.images_seen
         with clock.paused():
             # the fixed-z grid's spread against as many real images: near 0 when every sample is the same face
             real_spread = spread(thumbnails(to_float(data.batch(torch.arange(min(len(data), tr.num_samples)))))) \
@@ -313,9 +310,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         G.train()
         D.train()
         signals.deferred = True  # from here a signal stops the run at the end of a step, with a checkpoint
-        with tqdm(total=math.ceil(total / per_iter) * per_iter / 1000, initial=counters.images_seen / 1000,
-                  unit="kimg", dynamic_ncols=True, disable=not acc.is_main_process,  # closed on errors too
-                  bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]") as bar:
+        with Progress(budget, tr.minutes, counters.images_seen, counters.wall_s, acc.is_main_process) as bar:
             while counters.images_seen < total and counters.wall_s < budget_s:
                 before, wall_before = counters.images_seen, counters.wall_s
                 for d_step in range(tr.d_steps):
@@ -326,130 +321,51 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                         real = torch.where(flip[:, None, None, None], real.flip(3), real)
                     z = torch.randn(tr.batch_size, recipe.generator.latent_dim, generator=rng,
                                     device=acc.device)[rank_slice]
-                    # a conditional D judges reals as their labels and fakes as their code, argmax z[:, :K]
-                    real_labels = data.labels[idx].to(acc.device) if conditional else None
-                    fake_labels = z[:, :conditional].argmax(1) if conditional else None
-                    r1_now = recipe.loss.r1_gamma > 0 and counters.d_step % recipe.loss.r1_every == 0
-                    real.requires_grad_(r1_now)
+                    reals = Reals(real, data.labels[idx].to(acc.device) if objective.labelled else None)
+                    last_d = d_step == tr.d_steps - 1
                     with acc.autocast():
-                        # the last D step's fakes keep their graph: the G step reuses them (one G forward saved)
-                        with torch.set_grad_enabled(d_step == tr.d_steps - 1):
-                            if saturate:
-                                fake, pre_tanh = G(z, with_pre_tanh=True)
-                            else:
-                                fake = G(z)
-                        if cluster:
-                            real_logits, real_classes = D(augment(real, part), classes=True)
-                        elif ac:
-                            real_logits, real_classes = D(augment(real, part), labels=real_labels, classes=True)
-                        else:
-                            real_logits = D(augment(real, part), labels=real_labels)
-                        if reuse and d_step == tr.d_steps - 1:  # one view of the fakes, and its features, for both
-                            shown = augment(fake, part)        # steps: the backbone runs once on them, not twice
-                            feats = D_raw.features(shown)
-                            fake_logits = D(shown.detach(), feats=[f.detach() for f in feats], labels=fake_labels)
-                        elif info and not cluster:
-                            fake_logits, fake_classes = D(augment(fake.detach(), part), classes=True)
-                        else:
-                            fake_logits = D(augment(fake.detach(), part), labels=fake_labels)
-                        loss = d_loss(recipe.loss.kind, real_logits, fake_logits)
-                        if cluster:
-                            term = cluster_loss(real_classes)
-                            loss = loss + recipe.loss.info_cluster * term
-                            meter.add("cluster", term)
-                        elif info:
-                            loss = loss + recipe.loss.info_weight * info_loss(fake_classes, z)
-                        elif ac:  # the head learns from real images only, so G cannot teach it its own hybrids
-                            loss = loss + recipe.loss.classifier * F.cross_entropy(real_classes.float(), real_labels)
-                        if r1_now:
-                            r1 = r1_penalty(real, real_logits)
-                            loss = loss + r1 * (recipe.loss.r1_gamma / 2 * recipe.loss.r1_every)
-                            meter.add("r1", r1)
+                        with torch.set_grad_enabled(last_d):  # the last D step's fakes keep their graph for G's step
+                            fakes = objective.generate(G, z)
+                        loss, terms = objective.d_loss(judge, reals, fakes, counters.d_step, keep=last_d)
                     opt_d.zero_grad(set_to_none=True)
                     acc.backward(loss)
                     opt_d.step()
-                    meter.add("loss_d", loss)
+                    meter.update({"loss_d": loss, **terms})
                     counters.images_seen += tr.batch_size
                     counters.d_step += 1
 
                 with acc.no_sync(D), frozen(D):  # D's weights get no gradient in the G step, and no all-reduce
                     with acc.autocast():
-                        if reuse:
-                            fake_logits = D(shown, feats=feats, labels=fake_labels, **want)
-                        elif info:
-                            fake_logits, fake_classes = D(augment(fake, part), classes=True)
-                        else:
-                            fake_logits = D(augment(fake, part), labels=fake_labels, **want)
-                        if ac:
-                            fake_logits, fake_classes = fake_logits
-                        if recipe.loss.top_k < 1:  # Top-k training: only the fakes D finds most real teach G
-                            lo = recipe.loss
-                            share = top_k_fraction(counters.images_seen / 1e3, lo.top_k, lo.top_k_kimg)
-                            fake_logits = top_k(fake_logits, len(fake), max(1, round(share * len(fake))))
-                        loss = g_loss(recipe.loss.kind, fake_logits)
-                        if recipe.loss.mode_seeking > 0:
-                            term = mode_seeking(fake, z)
-                            loss = loss + recipe.loss.mode_seeking * term
-                            meter.add("mode_seeking", term)
-                        if saturate:  # pixels beyond the tanh's reach get D's gradient back
-                            term = saturation(pre_tanh, recipe.loss.saturation_edge)
-                            loss = loss + recipe.loss.saturation * term
-                            meter.add("saturation", term)
-                        if recipe.loss.fine_detail > 0:  # detail finer than the data has, which a small D misses
-                            term = fine_detail(fake, recipe.loss.fine_detail_size)
-                            loss = loss + recipe.loss.fine_detail * term
-                            meter.add("fine_detail", term)
-                        if start is not None:  # the shapes the warm start drew for these latents
-                            with torch.no_grad():
-                                reference = start(z)
-                            term = anchor(fake, reference, recipe.loss.anchor_size)
-                            loss = loss + recipe.loss.anchor * term
-                            meter.add("anchor", term)
-                        if ac:  # each fake read as its code's class (or as any class, confidently) by the head
-                            term = cluster_loss(fake_classes) if confident else info_loss(fake_classes, z)
-                            loss = loss + recipe.loss.classifier * term
-                            meter.add("classifier", term)
-                        if info:  # the code's cross-entropy on G's side: ln K while the head cannot read it
-                            term = info_loss(fake_classes, z)
-                            loss = loss + recipe.loss.info_weight * term
-                            meter.add("info", term)
+                        loss, terms = objective.g_loss(judge, fakes, counters.images_seen / 1e3)
                     opt_g.zero_grad(set_to_none=True)
                     acc.backward(loss)
                 opt_g.step()
                 if ema is not None:
                     update_ema(ema, G_raw, counters.step, tr.ema)
-                meter.add("loss_g", loss)
+                meter.update({"loss_g": loss, **terms})
                 counters.step += 1
                 now = counters.images_seen
                 counters.wall_s = clock()
-                bar.update(min(now / 1000, bar.total) - bar.n)
+                bar.update(now, counters.wall_s)
 
+                # --- once per tick: log, grid, snapshots, evaluation, checkpoint ---------------------------
                 last = now >= total or counters.wall_s >= budget_s
                 stop = signals.received is not None and acc.num_processes == 1
                 if counters.step % CHECK_EVERY == 0 or last:  # one sync every few steps, not one per step
                     finite, stop_any = meter.health(acc, signals.received is not None)
                     stop = stop or stop_any  # processes agree on when to stop
                     if not finite:
-                        raise diverged("a NaN or infinite loss")
+                        raise diverged("a NaN or infinite loss", counters, run_dir)
                 if crossed(before, now, tr.log_every_kimg) or last:
                     means = meter.means(acc)
                     if not all(math.isfinite(v) for v in means.values()):
-                        raise diverged(", ".join(f"{k} {v:.4g}" for k, v in means.items()))
-                    row = {"kimg": now / 1000, "step": counters.step, "batch_per_process": local_batch,
-                           "loss_d": means["loss_d"], "loss_g": means["loss_g"],
+                        raise diverged(", ".join(f"{k} {v:.4g}" for k, v in means.items()), counters, run_dir)
+                    row = {"kimg": now / 1000, "step": counters.step, "batch_per_process": local_batch, **means,
                            "images_per_s": (now - seen_log) / max(clock() - t_log, 1e-9), "wall_s": round(clock(), 3)}
-                    # the mean R1 over the D steps that applied it; the mode-seeking and InfoGAN terms before
-                    # their weights (the first grows as samples collapse, the second falls as G's code is read)
-                    terms = ("r1", "mode_seeking", "saturation", "fine_detail", "anchor", "info", "cluster",
-                             "classifier")
-                    row.update({k: means[k] for k in terms if k in means})
                     if last:
                         row["hardware"], row["mixed_precision"] = hardware(acc), acc.mixed_precision
                     _log(acc, run_dir, row)
-                    bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}",
-                                    ips=f"{row['images_per_s']:.0f}",  # and the time budget's rest, if it has one
-                                    **({"left": f"{max(0.0, budget_s - counters.wall_s) / 60:.1f}min"}
-                                       if math.isfinite(budget_s) else {}))
+                    bar.show(row, now, counters.wall_s)
                     t_log, seen_log = clock(), now
                 with clock.paused():  # sampling, evaluation and checkpoints stay out of wall_s and images_per_s
                     snapshots = snapshot_marks(wall_before, counters.wall_s, tr.snapshot_every_minutes,
@@ -459,7 +375,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     evaluate = evaluator is not None and (crossed(before, now, recipe.eval.every_kimg) or last)
                     save = crossed(before, now, tr.checkpoint_every_kimg) or last or stop
                     if show or evaluate or snapshots or save:
-                        check_weights()
+                        check_weights(nets, counters, run_dir)
                     G_sampled = sampled() if show or evaluate or snapshots else None
                     if show:
                         grid(G_sampled, now)
@@ -490,7 +406,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
             signals.deferred = False
 
         # --- export --------------------------------------------------------------------------------
-        check_weights()
+        check_weights(nets, counters, run_dir)
         if acc.is_main_process:
             G_sampled = sampled()
             if not (run_dir / "samples" / f"{counters.images_seen:09d}.png").is_file():

@@ -1,7 +1,8 @@
 """GAN losses on discriminator logits.
 
-A discriminator returns one tensor of logits or a list of them (one per scale for projected heads); every
-loss averages each tensor and sums over the list, so single- and multi-scale discriminators share the code.
+A discriminator's logits (``Judgement.logits``) are one tensor or a list of them (one per scale for projected
+heads); every loss averages each tensor and sums over the list, so single- and multi-scale discriminators share
+the code. :mod:`ganxfer.objective` puts these together into the D and G losses.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The loop's meter, clock and signal handling."""
+"""The loop's meter, clock, progress bar and signal handling."""
 
+import io
 import os
 import signal
 import time
@@ -9,7 +10,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from ganxfer.bookkeeping import Clock, Meter, Signals, Stop
+from ganxfer.bookkeeping import Clock, Meter, Progress, Signals, Stop
 
 
 def test_meter_averages_each_name_over_its_own_steps():
@@ -18,8 +19,7 @@ def test_meter_averages_each_name_over_its_own_steps():
     for x in (1.0, 2.0, 3.0, 6.0):  # e.g. d_steps=2: four D steps
         meter.add("loss_d", torch.tensor(x, requires_grad=True) * 1)
     meter.add("loss_g", torch.tensor(0.5))
-    meter.add("loss_g", torch.tensor(1.5))
-    meter.add("r1", torch.tensor(8.0))  # R1 applied on one D step of four
+    meter.update({"loss_g": torch.tensor(1.5), "r1": torch.tensor(8.0)})  # R1 applied on one D step of four
     assert meter.health(acc, stop=False) == (True, False)
     assert meter.means(acc) == {"loss_d": 3.0, "loss_g": 1.0, "r1": 8.0}
     assert meter.means(acc) == {}  # reset; names without steps are left out
@@ -79,3 +79,21 @@ def test_a_stop_that_python_swallows_is_still_seen_at_the_step_boundary():
         ref = weakref.ref(thing, lambda _: (os.kill(os.getpid(), signal.SIGINT), time.sleep(1)))
         del thing  # the callback runs now; its Stop is ignored
         assert ref() is None and signals.received == signal.SIGINT
+
+
+def test_progress_counts_the_budget_that_ends_the_run():
+    """Under train.minutes the bar counts minutes of training time, so its estimate is the time left (not hours
+    to an image budget a CPU never reaches), and kimg moves to the postfix; without it, kimg of train.kimg."""
+    row = {"loss_d": 1.0, "loss_g": 2.0, "images_per_s": 18.4}
+    with Progress(200_000, 30.0, 0, 0.0, True, file=io.StringIO(), mininterval=0) as timed:
+        timed.update(2340, 127.0)
+        timed.show(row, 2340, 127.0)
+        text = str(timed.bar)
+    assert "2.12/30.00 min" in text and "kimg=2.34" in text and "kimg [" not in text, text
+    with Progress(200_000, None, 1000, 60.0, True, file=io.StringIO(), mininterval=0) as images:
+        images.update(2340, 127.0)
+        images.show(row, 2340, 127.0)
+        text = str(images.bar)
+    assert "2.34/200.00 kimg" in text and "d=1.000" in text and "kimg=" not in text, text
+    with Progress(200_000, 30.0, 2340, 1900.0, True, file=io.StringIO()) as over:  # resumed past the budget
+        assert over.bar.n == 30.0

@@ -86,7 +86,7 @@ def test_round_trip_through_local_folders(tmp_path):
         assert torch.equal(loaded.sample(4, seed=3), g.sample(4, seed=3))
     loaded_d = load_model(sources.resolve(str(tmp_path / "run"), "discriminator"), "discriminator")
     x = torch.rand(2, 1, 32, 32) * 2 - 1
-    assert torch.equal(loaded_d(x), d(x))
+    assert torch.equal(loaded_d(x).logits, d(x).logits)
     # PyTorchModelHubMixin reads the same folder (its safetensors path; ganxfer never takes its pickle fallback)
     mixin = DCGANGenerator.from_pretrained(tmp_path / "run" / "generator").eval()
     assert torch.equal(mixin.sample(2, seed=1), g.sample(2, seed=1))
@@ -168,7 +168,7 @@ def test_pull_from_a_prefilled_hub_cache_offline(cache, tmp_path):
     assert torch.equal(ganxfer.load_generator("someone/digits").sample(4, seed=0), g.sample(4, seed=0))
     loaded_d = load_model(sources.resolve("someone/digits", "discriminator"), "discriminator")
     x = torch.zeros(1, 1, 32, 32)
-    assert torch.equal(loaded_d(x), d(x))
+    assert torch.equal(loaded_d(x).logits, d(x).logits)
 
 
 def test_revisions(cache, tmp_path):

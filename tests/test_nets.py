@@ -15,7 +15,7 @@ def test_dcgan_shapes(resolution, channels):
     x = g(torch.randn(2, 16))
     assert x.shape == (2, channels, resolution, resolution)
     assert x.abs().max() <= 1
-    assert d(x).shape == (2,)
+    assert d(x).logits.shape == (2,) and d(x).classes is None
 
 
 def test_discriminator_input_size_judges_the_area_averaged_image():
@@ -23,9 +23,9 @@ def test_discriminator_input_size_judges_the_area_averaged_image():
     d32 = DCGANDiscriminator(resolution=32, channels=1, ndf=8).eval()
     d32.load_state_dict(d64.state_dict())  # the same network: three blocks for 32 px, not four
     x = torch.randn(3, 1, 64, 64, requires_grad=True)
-    out = d64(x)
+    out = d64(x).logits
     assert len(d64.blocks) == 3
-    assert torch.allclose(out, d32(torch.nn.functional.avg_pool2d(x, 2)), atol=1e-6)
+    assert torch.allclose(out, d32(torch.nn.functional.avg_pool2d(x, 2)).logits, atol=1e-6)
     (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)  # R1 differentiates through the resize
     grad.square().sum().backward()
     assert all(p.grad is not None for p in d64.parameters())
@@ -69,14 +69,14 @@ def test_export_rebuilds_the_exact_network(tmp_path):
 def test_class_head_reads_the_last_block_and_survives_export(tmp_path):
     d = DCGANDiscriminator(resolution=32, channels=1, ndf=8, classes=10).eval()
     x = torch.randn(3, 1, 32, 32)
-    logits, classes = d(x, classes=True)
+    logits, classes = d(x)
     assert logits.shape == (3,) and classes.shape == (3, 10)
-    assert torch.equal(logits, d(x))  # the head adds an output, not a change to the logit
+    plain = DCGANDiscriminator(resolution=32, channels=1, ndf=8).eval()
+    plain.load_state_dict({k: v for k, v in d.state_dict().items() if not k.startswith("classify.")})
+    assert torch.equal(logits, plain(x).logits)  # the head adds an output, not a change to the logit
     export_model(d, tmp_path / "d", "discriminator")
     again = load_model(tmp_path / "d")
-    assert torch.equal(again(x, classes=True)[1], classes)
-    with pytest.raises(ValueError, match="no class head"):
-        DCGANDiscriminator(resolution=32, channels=1, ndf=8)(x, classes=True)
+    assert torch.equal(again(x).classes, classes)
 
 
 def test_conditional_discriminator_adds_the_labelled_class_term(tmp_path):
@@ -84,20 +84,20 @@ def test_conditional_discriminator_adds_the_labelled_class_term(tmp_path):
     features (a projection D): so the label changes it, it has its own weights, and it survives export."""
     d = DCGANDiscriminator(resolution=32, channels=1, ndf=8, input_size=32, conditional=10).eval()
     x, y = torch.randn(6, 1, 32, 32), torch.tensor([0, 1, 2, 7, 8, 9])
-    logits = d(x, labels=y)
+    logits = d(x, labels=y).logits
     assert logits.shape == (6,)
-    other = d(x, labels=(y + 1) % 10)
+    other = d(x, labels=(y + 1) % 10).logits
     assert (logits - other).abs().min() > 0  # every image's logit depends on its label
     with torch.no_grad():
         d.project.weight.zero_()
     plain = DCGANDiscriminator(resolution=32, channels=1, ndf=8, input_size=32).eval()
     plain.load_state_dict({k: v for k, v in d.state_dict().items() if not k.startswith("project.")})
-    assert torch.equal(d(x, labels=y), plain(x))  # with the class weights at zero, the unconditional D
+    assert torch.equal(d(x, labels=y).logits, plain(x).logits)  # with the class weights at zero, the unconditional D
     with pytest.raises(ValueError, match="class-conditional: pass each image's labels"):
         d(x)
     d = DCGANDiscriminator(resolution=32, channels=1, ndf=8, conditional=10).eval()
     again = load_model(export_model(d, tmp_path / "d", "discriminator"))
-    assert torch.equal(again(x, labels=y), d(x, labels=y))
+    assert torch.equal(again(x, labels=y).logits, d(x, labels=y).logits)
 
 
 def test_grow_blocks_start_as_nearest_upsampling():
@@ -143,13 +143,13 @@ def test_unbatched_discriminator_judges_each_image_on_its_own(tmp_path, norm):
     def whole_and_alone(d: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """The first two logits within the batch and on their own, from equal copies (a train-mode forward
         moves BatchNorm's running statistics and the power iteration's vectors)."""
-        return copy.deepcopy(d)(x)[:2], copy.deepcopy(d)(x[:2])
+        return copy.deepcopy(d)(x).logits[:2], copy.deepcopy(d)(x[:2]).logits
 
     assert not torch.allclose(*whole_and_alone(batch), atol=1e-4)  # BatchNorm: relative to the batch
     assert torch.allclose(*whole_and_alone(unbatched), atol=1e-5)
     unbatched.eval()
     export_model(unbatched, tmp_path / "d", "discriminator")
     again = load_model(tmp_path / "d", "discriminator").eval()
-    assert torch.equal(again(x), unbatched(x))
+    assert torch.equal(again(x).logits, unbatched(x).logits)
     with pytest.raises(ValueError, match="use one of batch, spectral, none"):
         DCGANDiscriminator(norm="layer")

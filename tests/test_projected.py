@@ -51,12 +51,12 @@ def train_steps(D: ProjectedDiscriminator, faces: torch.Tensor, steps: int = 2, 
     for step in range(steps):
         real = faces[(step * 8) % len(faces):][:8]
         fake = G(torch.randn(8, 16))
-        loss = d_loss("hinge", D(aug(real, gen)), D(aug(fake.detach(), gen)))
+        loss = d_loss("hinge", D(aug(real, gen)).logits, D(aug(fake.detach(), gen)).logits)
         opt_d.zero_grad(set_to_none=True)
         loss.backward()
         opt_d.step()
         opt_g.zero_grad(set_to_none=True)
-        g_loss("hinge", D(aug(fake, gen))).backward()
+        g_loss("hinge", D(aug(fake, gen)).logits).backward()
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in G.parameters())
         opt_g.step()
     return G
@@ -76,8 +76,8 @@ def split_by_stage(D: ProjectedDiscriminator, state: dict[str, torch.Tensor], fi
 def test_shapes_and_modes(name, mode):
     D = ProjectedDiscriminator(name, resolution=32, mode=mode, trainable_from=1, head_channels=8,
                                backbone_lr_mult=0.1)
-    logits = D(torch.rand(2, 3, 32, 32) * 2 - 1)
-    assert isinstance(logits, list) and len(logits) == len(D.out_indices)
+    logits, classes = D(torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert classes is None and isinstance(logits, list) and len(logits) == len(D.out_indices)
     assert all(t.shape[:2] == (2, 1) and t.shape[-1] <= 8 for t in logits)
     stages = backbones.Stages(D.backbone)
     for _ in range(2):  # after construction, and again after an eval()/train() round trip
@@ -110,7 +110,7 @@ def test_normalisation_resize_and_grayscale():
     D1 = ProjectedDiscriminator("test_efficientnet", resolution=32, channels=1, input_size=48, head_channels=8)
     D1.load_state_dict(D.state_dict())
     D1.eval()
-    assert all(torch.equal(a, b) for a, b in zip(D1(gray), D(gray.repeat(1, 3, 1, 1)), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(D1(gray).logits, D(gray.repeat(1, 3, 1, 1)).logits, strict=True))
 
 
 def test_projection_is_fixed_saved_and_exported(tmp_path):
@@ -127,7 +127,7 @@ def test_projection_is_fixed_saved_and_exported(tmp_path):
     assert "pretrained" not in config and "pretrained_file" not in config
     again = load_model(tmp_path / "d")
     x = torch.rand(2, 3, 32, 32) * 2 - 1
-    assert all(torch.equal(a, b) for a, b in zip(again(x), D.eval()(x), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(again(x).logits, D.eval()(x).logits, strict=True))
 
 
 def test_csm_is_projected_gans_feature_fusion():
@@ -180,7 +180,7 @@ def test_minibatch_std_sees_a_collapsed_batch():
 
 def test_pixel_discriminator_is_one_more_head(tmp_path):
     D = ProjectedDiscriminator("test_efficientnet", resolution=32, head_channels=8, pixel_ndf=8, mbstd=2)
-    logits = D(torch.rand(4, 3, 32, 32) * 2 - 1)
+    logits = D(torch.rand(4, 3, 32, 32) * 2 - 1).logits
     assert len(logits) == len(D.out_indices) + 1 and logits[-1].shape == (4, 1, 1, 1)
     assert any(n.startswith("pixel.") for n, _ in D.named_parameters())
     heads = {id(p) for p in D.optimizer_groups(1e-3)[0]["params"]}
@@ -188,14 +188,14 @@ def test_pixel_discriminator_is_one_more_head(tmp_path):
     export_model(D, tmp_path / "d", "discriminator")
     again = load_model(tmp_path / "d")
     x = torch.rand(4, 3, 32, 32) * 2 - 1
-    assert all(torch.equal(a, b) for a, b in zip(again(x), D.eval()(x), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(again(x).logits, D.eval()(x).logits, strict=True))
     heavy = ProjectedDiscriminator("test_efficientnet", resolution=32, head_channels=8, pixel_ndf=8, mbstd=2,
                                    pixel_weight=4.0)
     heavy.load_state_dict(D.state_dict())
-    out, base = heavy.eval()(x), D(x)
+    out, base = heavy.eval()(x).logits, D(x).logits
     assert torch.equal(out[-1], base[-1] * 4)
     assert all(torch.equal(a, b) for a, b in zip(out[:-1], base[:-1], strict=True))
-    assert load_model(export_model(heavy, tmp_path / "h", "discriminator"))(x)[-1].equal(out[-1])
+    assert load_model(export_model(heavy, tmp_path / "h", "discriminator"))(x).logits[-1].equal(out[-1])
 
 
 @pytest.mark.parametrize("kind", ["light", "pg"])
@@ -205,17 +205,17 @@ def test_conditional_heads_add_a_class_term_to_every_logit_map(kind, tmp_path):
     D = ProjectedDiscriminator("test_efficientnet", resolution=32, head_channels=8, heads=kind, pixel_ndf=8, mbstd=2,
                                conditional=10)
     x, y = torch.rand(4, 3, 32, 32) * 2 - 1, torch.tensor([1, 4, 4, 9])
-    logits = D(x, labels=y)
+    logits = D(x, labels=y).logits
     plain = ProjectedDiscriminator("test_efficientnet", resolution=32, head_channels=8, heads=kind, pixel_ndf=8,
                                    mbstd=2)
-    assert [t.shape for t in logits] == [t.shape for t in plain(x)]
-    other = D(x, labels=(y + 3) % 10)
+    assert [t.shape for t in logits] == [t.shape for t in plain(x).logits]
+    other = D(x, labels=(y + 3) % 10).logits
     assert all((a - b).abs().amax(dim=(1, 2, 3)).min() > 0 for a, b in zip(logits, other, strict=True))
     sum(t.mean() for t in logits).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in D.projects.parameters())
     assert D.pixel.project.weight.grad.abs().sum() > 0
     again = load_model(export_model(D, tmp_path / "d", "discriminator"))
-    assert all(torch.equal(a, b) for a, b in zip(again(x, labels=y), D.eval()(x, labels=y), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(again(x, labels=y).logits, D.eval()(x, labels=y).logits, strict=True))
 
 
 def test_features_of_a_frozen_backbone_outlive_a_d_update():
@@ -228,13 +228,14 @@ def test_features_of_a_frozen_backbone_outlive_a_d_update():
     fake = (torch.rand(4, 3, 32, 32) * 2 - 1).requires_grad_(True)
     feats = D.features(fake)
     opt = torch.optim.Adam(optimizer_groups(D, 1e-2))
-    d_loss("hinge", D(torch.rand(4, 3, 32, 32) * 2 - 1), D(fake.detach(), feats=[f.detach() for f in feats])).backward()
+    d_loss("hinge", D(torch.rand(4, 3, 32, 32) * 2 - 1).logits,
+           D(fake.detach(), feats=[f.detach() for f in feats]).logits).backward()
     opt.step()
     assert fake.grad is None  # the D step sent nothing back to the images
     D.eval()  # no spectral-norm power iteration between the two calls
-    (reused,) = torch.autograd.grad(g_loss("hinge", D(fake, feats=feats)), fake)
+    (reused,) = torch.autograd.grad(g_loss("hinge", D(fake, feats=feats).logits), fake)
     again = fake.detach().clone().requires_grad_(True)
-    (fresh,) = torch.autograd.grad(g_loss("hinge", D(again)), again)
+    (fresh,) = torch.autograd.grad(g_loss("hinge", D(again).logits), again)
     assert fresh.abs().sum() > 0 and torch.allclose(reused, fresh, rtol=1e-5, atol=1e-7)
     for mode in ("finetune", "partial"):  # a trained backbone moves the features: nothing to reuse
         assert not ProjectedDiscriminator("test_efficientnet", resolution=32, head_channels=8, mode=mode,
@@ -244,7 +245,7 @@ def test_features_of_a_frozen_backbone_outlive_a_d_update():
 def test_r1_through_the_backbone():
     D = ProjectedDiscriminator("test_convnext", resolution=32, head_channels=8)
     real = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_(True)
-    r1 = r1_penalty(real, D(real))
+    r1 = r1_penalty(real, D(real).logits)
     r1.backward()
     assert r1.item() > 0  # the double backward reaches every head weight through the frozen backbone
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in D.heads.named_parameters() if "weight" in n)
@@ -321,9 +322,9 @@ def test_spectral_pixel_discriminator_judges_each_image_on_its_own(tmp_path):
         assert any(isinstance(m, torch.nn.BatchNorm2d) for m in D.pixel.modules()) is not batch_free
         state = {k: v.clone() for k, v in D.pixel.state_dict().items()}
         with torch.no_grad():
-            alone = D.pixel(x[:1])
+            alone = D.pixel(x[:1]).logits
             D.pixel.load_state_dict(state)  # the same power-iteration vectors (spectral) for the second call
-            batch = D.pixel(torch.cat([x[:1], -x[1:]]))[:1]
+            batch = D.pixel(torch.cat([x[:1], -x[1:]])).logits[:1]
         assert torch.allclose(alone, batch, atol=1e-6) is batch_free
     export_model(D.eval(), tmp_path / "d", "discriminator")
     assert read_config(tmp_path / "d")["pixel_norm"] == "batch"
@@ -341,7 +342,7 @@ def test_build_from_recipe_uses_the_recipe_keys(lite0_cache):
     D = build_discriminator(recipe)
     assert isinstance(D, ProjectedDiscriminator) and D.mode == "partial" and D.out_indices == [2, 3]
     assert D.projection is not None and [m.out_channels for m in D.projection.ccm] == [16, 32]
-    assert [t.shape for t in D(torch.zeros(2, 1, 32, 32))] == [(2, 1, 8, 8), (2, 1, 4, 4)]  # CSM: 8x8, 4x4 maps
+    assert [t.shape for t in D(torch.zeros(2, 1, 32, 32)).logits] == [(2, 1, 8, 8), (2, 1, 4, 4)]  # CSM: 8x8, 4x4 maps
     assert torch.equal(D.backbone.conv_stem.weight, lite0_weights()["conv_stem.weight"])
 
 
@@ -366,7 +367,7 @@ def test_headline_discriminator_judges_channels_last_images_alike(lite0_cache, f
     outputs = []
     for layout in (torch.contiguous_format, torch.channels_last):
         x = faces.clone().contiguous(memory_format=layout).requires_grad_(True)
-        logits = D(x)
+        logits = D(x).logits
         (grad,) = torch.autograd.grad(g_loss("hinge", logits), x)
         outputs.append((torch.cat([t.flatten() for t in logits]), grad))
     (a, ga), (b, gb) = outputs

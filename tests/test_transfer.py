@@ -63,7 +63,7 @@ def test_discriminator_input_adaptation_preserves_grey_response():
     assert list(report["adapted"]) == ["blocks.0.0.weight"]
     grey = torch.rand(4, 1, 32, 32) * 2 - 1
     src.eval(), dst.eval()
-    assert torch.allclose(dst(grey.expand(-1, 3, -1, -1)), src(grey), atol=1e-5)
+    assert torch.allclose(dst(grey.expand(-1, 3, -1, -1)).logits, src(grey).logits, atol=1e-5)
 
 
 def test_adapt_channels_back_to_grey():
@@ -220,7 +220,7 @@ def test_a_dcgan_discriminator_warm_starts_the_pixel_d_of_a_projected_one(tmp_pa
     recipe = load_recipe("recipes/mnist_projected.yaml", sets)
     D = warm_start_discriminator(build_discriminator(recipe), recipe, tmp_path / "run")
     x = torch.rand(4, 1, 64, 64) * 2 - 1
-    assert torch.equal(D.eval()(x)[-1].flatten(), load_model(folder).eval()(x))
+    assert torch.equal(D.eval()(x).logits[-1].flatten(), load_model(folder).eval()(x).logits)
     report = json.loads((tmp_path / "run" / "transfer.json").read_text())["discriminator"]
     assert sorted(report["copied"]) == sorted(f"pixel.{n}" for n in src.state_dict())
     assert report["frozen"] == ["pixel.blocks.0.0.weight"] and not D.pixel.blocks[0][0].weight.requires_grad

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from ganxfer.nets.base import Judgement
+
 RESOLUTIONS = (32, 64, 128)
 NORMS = ("batch", "spectral", "none")  # DCGANDiscriminator(norm=...)
 
@@ -206,7 +208,7 @@ class DCGANDiscriminator(
     PyTorchModelHubMixin,
     library_name="ganxfer",
 ):
-    """image (B, channels, resolution, resolution) in [-1, 1] -> one logit per image (B,).
+    """image (B, channels, resolution, resolution) in [-1, 1] -> a :class:`Judgement`: one logit per image (B,).
 
     Args:
         resolution: input side, 32, 64 or 128.
@@ -218,7 +220,7 @@ class DCGANDiscriminator(
             each image is judged on its own; in training, a BatchNorm D judges an image relative to its batch,
             and the loop passes it reals and fakes as separate batches.
         classes: K > 0 adds InfoGAN's Q head (Chen et al. 2016): K logits per image, read from the last block's
-            features that the real/fake logit is read from, and returned by ``forward(x, classes=True)``.
+            features that the real/fake logit is read from, and returned as ``forward(x).classes``.
         input_size: judge the images resized to this side (32, 64 or 128; default ``resolution``): area
             averaging down, bilinear up. A smaller side shows D the shapes without the finest texture.
         conditional: K > 0 makes D class-conditional, a projection discriminator (Miyato & Koyama 2018): the
@@ -257,9 +259,8 @@ class DCGANDiscriminator(
                 if isinstance(m, nn.Conv2d):
                     nn.utils.parametrizations.spectral_norm(m)
 
-    def forward(self, x: torch.Tensor, classes: bool = False,
-                labels: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B,); with ``classes``, also the Q head's (B, K) class logits. ``labels`` (B,): each image's
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> Judgement:
+        """Logits (B,), and the class head's (B, K) class logits when it has one. ``labels`` (B,): each image's
         class, which a conditional D judges it as (and needs)."""
         side = self.input_size
         if side and x.shape[-1] != side:
@@ -269,8 +270,4 @@ class DCGANDiscriminator(
         logits = self.head(x).flatten()
         if self.conditional:
             logits = logits + class_term(self.project(x), labels).flatten()
-        if not classes:
-            return logits
-        if not self.classes:
-            raise ValueError("this discriminator has no class head; build it with classes=K")
-        return logits, self.classify(x).flatten(1)
+        return Judgement(logits, self.classify(x).flatten(1) if self.classes else None)

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ganxfer.nets import backbones
-from ganxfer.nets.base import hub_config
+from ganxfer.nets.base import Judgement, hub_config
 from ganxfer.nets.dcgan import DCGANDiscriminator, class_term
 
 
@@ -148,7 +148,7 @@ class ProjectedDiscriminator(
         pixel_weight: the pixel discriminator's logit is multiplied by this: its weight in D's score and in
             G's gradient, against the heads' 1 each.
         pixel_classes: K > 0 gives the pixel discriminator a K-way class head (``loss.classifier``, AC-GAN),
-            returned by ``forward(x, classes=True)``.
+            returned as ``forward(x).classes``.
         pretrained, pretrained_file: where the backbone's initial weights come from. Neither is written to
             ``config.json``: an exported model is rebuilt with random weights and loads its own safetensors.
     """
@@ -224,12 +224,12 @@ class ProjectedDiscriminator(
         D step and the G step."""
         return not any(p.requires_grad for p in self.backbone.parameters())
 
-    def forward(self, x: torch.Tensor, feats: list[torch.Tensor] | None = None, labels: torch.Tensor | None = None,
-                classes: bool = False) -> list[torch.Tensor] | tuple[list[torch.Tensor], torch.Tensor]:
-        """Logit maps for ``x``; ``feats``: ``self.features(x)`` computed by the caller (see
-        :attr:`fixed_features`), so that the backbone is not run again; ``labels`` (B,): each image's class, which
-        a conditional D judges it as (and needs); ``classes``: also the pixel D's (B, K) class logits
-        (``pixel_classes``)."""
+    def forward(self, x: torch.Tensor, feats: list[torch.Tensor] | None = None,
+                labels: torch.Tensor | None = None) -> Judgement:
+        """Logit maps for ``x``, and the pixel D's (B, K) class logits when it has a class head
+        (``pixel_classes``); ``feats``: ``self.features(x)`` computed by the caller (see :attr:`fixed_features`),
+        so that the backbone is not run again; ``labels`` (B,): each image's class, which a conditional D judges
+        it as (and needs)."""
         feats = self.features(x) if feats is None else feats
         if self.projects is None:
             logits = [h(f) for h, f in zip(self.heads, feats, strict=True)]
@@ -239,10 +239,6 @@ class ProjectedDiscriminator(
                 inner = h[:-1](f)
                 logits.append(h[-1](inner) + class_term(project(inner), labels))
         if self.pixel is None:
-            if classes:
-                raise ValueError("the class head is on the pixel D; build this discriminator with pixel_ndf > 0")
-            return logits
-        pixel = self.pixel(x, labels=labels, classes=classes)
-        pixel, class_logits = pixel if classes else (pixel, None)
-        logits = logits + [pixel.view(-1, 1, 1, 1) * self.pixel_weight]
-        return (logits, class_logits) if classes else logits
+            return Judgement(logits)
+        pixel = self.pixel(x, labels=labels)
+        return Judgement(logits + [pixel.logits.view(-1, 1, 1, 1) * self.pixel_weight], pixel.classes)
