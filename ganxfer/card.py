@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -297,7 +296,8 @@ def _dataset(path: str | None) -> tuple[str | None, str | None, str]:
 
 
 def card_data(config: dict, info: RunInfo, license: str) -> ModelCardData:
-    """The YAML metadata: library, tags (gan, ganxfer, kinds, dataset, backbone), license, datasets, base model."""
+    """The YAML metadata: library, tags (gan, ganxfer, kinds, dataset, backbone), license, datasets, base model,
+    and the run's facts (:func:`run_facts`) under ``ganxfer:``, which :func:`card_facts` reads back."""
     kind = config.get("ganxfer", {}).get("kind", "dcgan")
     disc = info.recipe.get("discriminator") or {}
     tag, dataset, _ = _dataset((info.recipe.get("data") or {}).get("path"))
@@ -305,8 +305,10 @@ def card_data(config: dict, info: RunInfo, license: str) -> ModelCardData:
     tags += [t for t in (disc.get("kind"), tag) if t]
     if disc.get("kind") == "projected" and disc.get("backbone"):
         tags.append(disc["backbone"])
+    facts = run_facts(info)
     return ModelCardData(library_name="ganxfer", pipeline_tag="unconditional-image-generation", license=license,
-                         tags=tags, datasets=[dataset] if dataset else None, base_model=info.base_model)
+                         tags=tags, datasets=[dataset] if dataset else None, base_model=info.base_model,
+                         ganxfer=facts or None)
 
 
 def _describe(config: dict, info: RunInfo) -> str:
@@ -366,23 +368,27 @@ def _evaluation(info: RunInfo) -> list[tuple[str, str, str]]:
     return rows
 
 
-def card_facts(text: str) -> dict:
-    """What a card written by :func:`model_card` records: ``images_seen`` and the last evaluation row
-    (``kimg``, ``fid``, ``kid_mean``, ``kid_std``), each only when stated."""
-    facts: dict = {}
-    seen = re.search(r"^\| images seen \| ([\d,]+) ", text, re.M)
-    if seen:
-        facts["images_seen"] = int(seen.group(1).replace(",", ""))
-    section = text.partition("\n## Evaluation\n")[2].partition("\n## ")[0]
-    rows = re.findall(r"^\| ([^|]+) \| ([^|]+) \| ([^|±]+?)(?: ± ([^|]+))? \|$", section, re.M)
-    for kimg, fid, kid, kid_std in rows[-1:]:
-        if not re.fullmatch(r"[\d.e+-]+", kimg):
-            break  # the header row: nothing evaluated
-        facts["kimg"] = float(kimg)
-        for key, value, unit in (("fid", fid, 1), ("kid_mean", kid, 1e-3), ("kid_std", kid_std, 1e-3)):
-            if re.fullmatch(r"[\d.e+-]+", value.strip()):
-                facts[key] = float(value) * unit
+FACTS = ("images_seen", "kimg", "fid", "kid_mean", "kid_std")  # what a card's metadata records, under `ganxfer:`
+
+
+def run_facts(info: RunInfo) -> dict:
+    """The facts a card records as data: ``images_seen`` and the last evaluation (``kimg``, ``fid``,
+    ``kid_mean``, ``kid_std``), each only when the run knows it."""
+    facts = {"images_seen": info.images_seen} if info.images_seen is not None else {}
+    if info.evals:
+        facts.update({k: v for k, v in info.evals[-1].items() if k in FACTS})
     return facts
+
+
+def card_facts(text: str) -> dict:
+    """The facts in a card's YAML metadata (``ganxfer:``, written by :func:`card_data`): only known keys with
+    numbers, so a hand-edited or foreign card gives what it states and no more."""
+    try:
+        data = ModelCard(text).data.to_dict()
+    except Exception:  # no metadata, or metadata that is not YAML: nothing stated
+        return {}
+    stated = data.get("ganxfer") if isinstance(data.get("ganxfer"), dict) else {}
+    return {k: v for k, v in stated.items() if k in FACTS and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def model_card(repo_id: str, config: dict, info: RunInfo, files: list[str], license: str = "apache-2.0",

@@ -127,7 +127,7 @@ def optimizer_groups(model: torch.nn.Module, lr: float) -> list[dict]:
 def adam(recipe: Recipe, G: torch.nn.Module, D: torch.nn.Module) -> tuple[torch.optim.Adam, torch.optim.Adam]:
     """G's and D's optimizers, at the recipe's learning rates and betas."""
     betas = tuple(recipe.optim.betas)
-    return (torch.optim.Adam(optimizer_groups(G, recipe.optim.g_lr * recipe.optim.g_lr_mult), betas=betas),
+    return (torch.optim.Adam(optimizer_groups(G, recipe.optim.g_lr), betas=betas),
             torch.optim.Adam(optimizer_groups(D, recipe.optim.d_lr), betas=betas))
 
 
@@ -242,7 +242,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         plan = BatchPlan(len(data), recipe.seed)
         G, D = build_networks(recipe, run_dir if acc.is_main_process else None)
         G.classes = list(data.classes) if recipe.discriminator.conditional else []  # sample --class reads them
-        objective = Objective(recipe, G, acc.device)  # the D and G losses, with every term the recipe switches on
+        objective = Objective(recipe)  # the D and G losses, with every term the recipe switches on
         if acc.is_main_process and not resume:
             start_over(run_dir, replaced)
         ema = copy.deepcopy(G).eval().requires_grad_(False).to(acc.device) if tr.ema > 0 else None

@@ -53,7 +53,7 @@ def mode_seeking(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torc
     return 1 / (d_img / d_z + eps)
 
 
-SATURATION_EDGE = 3.0  # tanh(3) = 0.995, where the tanh passes 1% of the gradient (recipe: loss.saturation_edge)
+SATURATION_EDGE = 3.0  # tanh(3) = 0.995, where the tanh passes 1% of the gradient
 
 
 def saturation(pre_tanh: torch.Tensor, edge: float = SATURATION_EDGE) -> torch.Tensor:
@@ -78,28 +78,6 @@ def fine_detail(images: torch.Tensor, size: int) -> torch.Tensor:
     coarse = F.interpolate(images.float(), size=(size, size), mode="area")
     coarse = F.interpolate(coarse, size=images.shape[-2:], mode="bilinear", align_corners=False)
     return (images.float() - coarse).square().mean()
-
-
-def anchor(images: torch.Tensor, reference: torch.Tensor, size: int) -> torch.Tensor:
-    """Low-pass anchor, to add to the generator loss: the mean square difference of ``images`` and ``reference``
-    (what the warm-start generator draws for the same latents), both area-averaged to ``size``.
-
-    Fine-tuning against a new D is then free to change what lies above ``size`` (texture, stroke profile) and
-    pays for moving what lies below it (which digit a latent draws, the layout of a face), so the start's
-    shapes carry over latent by latent.
-    """
-    down = (F.interpolate(x.float(), size=(size, size), mode="area") for x in (images, reference))
-    return F.mse_loss(*down)
-
-
-def info_loss(class_logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """InfoGAN's categorical term (Chen et al. 2016): cross-entropy of the Q head's ``(B, K)`` logits against the
-    code ``c = argmax(z[:, :K])``, the lower bound on the mutual information between c and the image that D's
-    head and G both minimise. The code needs no extra input: with z ~ N(0, I) it is uniform over the K classes,
-    so a generator trained with it samples like any other.
-    """
-    code = z[:, :class_logits.shape[1]].argmax(1)
-    return F.cross_entropy(class_logits.float(), code)
 
 
 def cluster_loss(class_logits: torch.Tensor) -> torch.Tensor:

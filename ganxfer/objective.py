@@ -9,7 +9,6 @@ switches it on, ``weight`` scales it, ``__call__`` computes it from what the ste
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
@@ -20,7 +19,7 @@ from torch import nn
 
 from ganxfer import losses
 from ganxfer.nets.base import Judgement
-from ganxfer.recipe import Recipe
+from ganxfer.schema import Recipe
 
 
 class Reals(NamedTuple):
@@ -91,9 +90,8 @@ class Term:
         self.weight = weight
 
     @classmethod
-    def build(cls, recipe: Recipe, start: Callable[[], nn.Module]) -> Term | None:
-        """The term as ``recipe`` sets it up, or None when it is off. ``start()``: a frozen copy of G as it
-        loaded (the warm start), for a term that compares with it."""
+    def build(cls, recipe: Recipe) -> Term | None:
+        """The term as ``recipe`` sets it up, or None when it is off."""
         raise NotImplementedError
 
     def __call__(self, seen: Seen) -> torch.Tensor:
@@ -102,34 +100,6 @@ class Term:
 
 # --- D terms ----------------------------------------------------------------------------------------------
 
-class Cluster(Term):
-    """loss.info_cluster: the class head clusters the real images (RIM / CatGAN's real-data term)."""
-
-    name = "cluster"
-
-    @classmethod
-    def build(cls, recipe, start):
-        lo = recipe.loss
-        return cls(lo.info_cluster) if lo.info_classes > 0 and lo.info_cluster > 0 else None
-
-    def __call__(self, seen):
-        return losses.cluster_loss(seen.real.classes)
-
-
-class CodeRead(Term):
-    """loss.info_classes, D's side: the class head reads z's code off the fakes (InfoGAN's Q)."""
-
-    name = None  # G's side is logged as "info"
-
-    @classmethod
-    def build(cls, recipe, start):
-        lo = recipe.loss
-        return cls(lo.info_weight) if lo.info_classes > 0 and not lo.info_cluster > 0 else None
-
-    def __call__(self, seen):
-        return losses.info_loss(seen.fake.classes, seen.fakes.z)
-
-
 class LabelRead(Term):
     """loss.classifier, D's side (AC-GAN): the class head learns the real labels, from real images only, so that
     G cannot teach it its own hybrids."""
@@ -137,7 +107,7 @@ class LabelRead(Term):
     name = None  # G's side is logged as "classifier"
 
     @classmethod
-    def build(cls, recipe, start):
+    def build(cls, recipe):
         return cls(recipe.loss.classifier) if recipe.loss.classifier > 0 else None
 
     def __call__(self, seen):
@@ -152,7 +122,7 @@ class ModeSeeking(Term):
     name = "mode_seeking"
 
     @classmethod
-    def build(cls, recipe, start):
+    def build(cls, recipe):
         return cls(recipe.loss.mode_seeking) if recipe.loss.mode_seeking > 0 else None
 
     def __call__(self, seen):
@@ -160,22 +130,17 @@ class ModeSeeking(Term):
 
 
 class Saturation(Term):
-    """loss.saturation: pixels beyond the tanh's reach (loss.saturation_edge) get D's gradient back."""
+    """loss.saturation: pixels beyond the tanh's reach (pre-tanh values past +-3) get D's gradient back."""
 
     name = "saturation"
     pre_tanh = True
 
-    def __init__(self, weight: float, edge: float):
-        super().__init__(weight)
-        self.edge = edge
-
     @classmethod
-    def build(cls, recipe, start):
-        lo = recipe.loss
-        return cls(lo.saturation, lo.saturation_edge) if lo.saturation > 0 else None
+    def build(cls, recipe):
+        return cls(recipe.loss.saturation) if recipe.loss.saturation > 0 else None
 
     def __call__(self, seen):
-        return losses.saturation(seen.fakes.pre_tanh, self.edge)
+        return losses.saturation(seen.fakes.pre_tanh)
 
 
 class FineDetail(Term):
@@ -188,7 +153,7 @@ class FineDetail(Term):
         self.size = size
 
     @classmethod
-    def build(cls, recipe, start):
+    def build(cls, recipe):
         lo = recipe.loss
         return cls(lo.fine_detail, lo.fine_detail_size) if lo.fine_detail > 0 else None
 
@@ -196,89 +161,41 @@ class FineDetail(Term):
         return losses.fine_detail(seen.fakes.images, self.size)
 
 
-class Anchor(Term):
-    """loss.anchor: each latent keeps the shapes (below loss.anchor_size) the warm start drew for it."""
-
-    name = "anchor"
-
-    def __init__(self, weight: float, size: int, start: nn.Module):
-        super().__init__(weight)
-        self.size = size
-        self.start = start
-
-    @classmethod
-    def build(cls, recipe, start):
-        lo = recipe.loss
-        return cls(lo.anchor, lo.anchor_size, start()) if lo.anchor > 0 else None
-
-    def __call__(self, seen):
-        with torch.no_grad():
-            reference = self.start(seen.fakes.z)
-        return losses.anchor(seen.fakes.images, reference, self.size)
-
-
 class LabelDraw(Term):
-    """loss.classifier, G's side: each fake read by the class head as its code's class (AC-GAN), or with
-    loss.classifier_target=confident as any one class, confidently (CatGAN)."""
+    """loss.classifier, G's side (CatGAN's generator term): each fake read by the class head as some one class,
+    confidently, with the classes used evenly."""
 
     name = "classifier"
 
-    def __init__(self, weight: float, confident: bool):
-        super().__init__(weight)
-        self.confident = confident
-
     @classmethod
-    def build(cls, recipe, start):
-        lo = recipe.loss
-        return cls(lo.classifier, lo.classifier_target == "confident") if lo.classifier > 0 else None
+    def build(cls, recipe):
+        return cls(recipe.loss.classifier) if recipe.loss.classifier > 0 else None
 
     def __call__(self, seen):
-        if self.confident:
-            return losses.cluster_loss(seen.fake.classes)
-        return losses.info_loss(seen.fake.classes, seen.fakes.z)
+        return losses.cluster_loss(seen.fake.classes)
 
 
-class CodeDraw(Term):
-    """loss.info_classes, G's side: the code's cross-entropy, ln K while the head cannot read it."""
-
-    name = "info"
-
-    @classmethod
-    def build(cls, recipe, start):
-        return cls(recipe.loss.info_weight) if recipe.loss.info_classes > 0 else None
-
-    def __call__(self, seen):
-        return losses.info_loss(seen.fake.classes, seen.fakes.z)
-
-
-D_TERMS: tuple[type[Term], ...] = (Cluster, CodeRead, LabelRead)  # added to the D loss in this order, then R1
-G_TERMS: tuple[type[Term], ...] = (ModeSeeking, Saturation, FineDetail, Anchor, LabelDraw, CodeDraw)
+D_TERMS: tuple[type[Term], ...] = (LabelRead,)  # added to the D loss in this order, then R1
+G_TERMS: tuple[type[Term], ...] = (ModeSeeking, Saturation, FineDetail, LabelDraw)
 
 
 def batch_error(recipe: Recipe, local_batch: int, processes: int) -> str | None:
     """Why the objective cannot train on ``local_batch`` images per process, or None."""
     if recipe.loss.mode_seeking > 0 and local_batch < 2:
-        return (f"loss.mode_seeking compares pairs of images on each process, and {processes} processes leave "
-                f"{local_batch} of train.batch_size={recipe.train.batch_size} to each; raise train.batch_size or "
-                "set loss.mode_seeking=0")
+        return (f"loss.mode_seeking compares pairs of images in each process's batch, and train.batch_size="
+                f"{recipe.train.batch_size} over {processes} process(es) leaves {local_batch} to each; raise "
+                f"train.batch_size to {2 * processes} or more, or set loss.mode_seeking=0")
     return None
 
 
 class Objective:
-    """The D loss (loss.kind, its terms, lazy R1) and the G loss (loss.kind on the Top-k fakes, its terms).
+    """The D loss (loss.kind, its terms, lazy R1) and the G loss (loss.kind on the Top-k fakes, its terms)."""
 
-    ``G``: the generator as it loaded, before any training or resume, which a term may keep a copy of on
-    ``device``.
-    """
-
-    def __init__(self, recipe: Recipe, G: nn.Module, device: torch.device):
-        def start() -> nn.Module:
-            return copy.deepcopy(G).eval().requires_grad_(False).to(device)
-
+    def __init__(self, recipe: Recipe):
         lo = recipe.loss
         self.kind = lo.kind
-        self.d_terms = [t for t in (cls.build(recipe, start) for cls in D_TERMS) if t is not None]
-        self.g_terms = [t for t in (cls.build(recipe, start) for cls in G_TERMS) if t is not None]
+        self.d_terms = [t for t in (cls.build(recipe) for cls in D_TERMS) if t is not None]
+        self.g_terms = [t for t in (cls.build(recipe) for cls in G_TERMS) if t is not None]
         self.r1_gamma, self.r1_every = lo.r1_gamma, lo.r1_every
         self.top_k, self.top_k_kimg = lo.top_k, lo.top_k_kimg
         self.conditional = recipe.discriminator.conditional

@@ -379,15 +379,6 @@ def _check_optim(r: Recipe) -> str | None:
 
 
 def _check_loss(r: Recipe) -> str | None:
-    k = r.loss.info_classes
-    if k and r.discriminator.kind != "dcgan":
-        return (f"loss.info_classes={k} needs a class head, which only discriminator.kind=dcgan has; "
-                "set loss.info_classes=0")
-    if r.loss.info_cluster > 0 and not k:
-        return "loss.info_cluster clusters images with the code's class head; set loss.info_classes too"
-    if k == 1 or k > r.generator.latent_dim:
-        return (f"loss.info_classes={k} reads the code from z's first K entries: use 2 to "
-                f"generator.latent_dim={r.generator.latent_dim}, or 0 for off")
     c = r.discriminator.conditional
     if c == 1:
         return "discriminator.conditional=1: a class-conditional D needs 2 classes or more; use 0 for off"
@@ -397,11 +388,9 @@ def _check_loss(r: Recipe) -> str | None:
     if c > r.generator.latent_dim:
         return (f"discriminator.conditional={c} reads the class code from z's first {c} entries, more than "
                 f"generator.latent_dim={r.generator.latent_dim}; raise latent_dim or set it to 0")
-    if c and k:
-        return "discriminator.conditional and loss.info_classes both read z's first entries; set one of them to 0"
     if r.loss.classifier > 0 and not c:
-        return (f"loss.classifier={r.loss.classifier:g} teaches a class head the real labels and G its code's "
-                "class; set discriminator.conditional=10 too, or loss.classifier=0")
+        return (f"loss.classifier={r.loss.classifier:g} teaches a class head the real images' classes; set "
+                "discriminator.conditional to their number too, or loss.classifier=0")
     if r.loss.classifier > 0 and r.discriminator.kind == "projected" and not r.discriminator.pixel_d:
         return (f"loss.classifier={r.loss.classifier:g} puts its class head on the pixel D; set "
                 "discriminator.pixel_d=true, or loss.classifier=0")
@@ -409,16 +398,9 @@ def _check_loss(r: Recipe) -> str | None:
     if gain != 1 and not (c and r.generator.init):
         return (f"generator.code_gain={gain:g} scales how the warm-start generator reads the class code of "
                 "discriminator.conditional; set generator.init and discriminator.conditional, or generator.code_gain=1")
-    if r.loss.anchor > 0 and not r.generator.init:
-        return (f"loss.anchor={r.loss.anchor:g} keeps the images of the warm-start generator, and there is none; "
-                "set generator.init, or loss.anchor=0")
-    if r.loss.anchor_size > r.data.resolution:
-        return (f"loss.anchor_size={r.loss.anchor_size} is above data.resolution={r.data.resolution}; "
-                "use a side at most that")
-    if r.loss.mode_seeking > 0 and r.train.batch_size < 2:
-        return (f"loss.mode_seeking={r.loss.mode_seeking:g} compares pairs of images in a batch; raise "
-                f"train.batch_size (now {r.train.batch_size}) to 2 or more, or set loss.mode_seeking=0")
-    return None
+    from ganxfer.objective import batch_error  # the same rule the loop applies per process, here for one
+
+    return batch_error(r, r.train.batch_size, 1)
 
 
 def _check_eval(r: Recipe) -> str | None:

@@ -80,10 +80,9 @@ class GeneratorConfig:
     code_gain: float = _f(1.0, "warm start with discriminator.conditional=K: multiply the first layer's weights "
                                "that read the code z[:K] by this, so G switches between classes over a narrower "
                                "band of codes (1 = as loaded)", 0.1, 100)
-    balance_latent: bool = _f(False, "warm start of a dcgan generator: scale each weight row by which the first "
-                                     "layer reads one entry of z down to the rows' median norm where it is above it, "
-                                     "so that no few entries carry the image (dcgan-mnist-64 reads its class code "
-                                     "z[:10] with 17x the weight of the rest)")
+    balance_latent: bool = _f(False, "warm start of a dcgan generator: scale down the first layer's weights that "
+                                     "read an entry of z more strongly than the median entry, so that no few entries "
+                                     "carry the image (the bundled dcgan-mnist-64 reads its class code strongly)")
 
 
 @dataclass
@@ -131,37 +130,19 @@ class LossConfig:
     r1_gamma: float = _f(0.0, "R1 penalty weight on real images (0 = off)", 0)
     r1_every: int = _f(16, "lazy R1: apply every N discriminator steps", 1)
     mode_seeking: float = _f(0.0, "weight of MSGAN's mode-seeking term in the G loss (0 = off)", 0)
-    saturation: float = _f(0.0, "weight of a G-loss penalty on output values beyond +-saturation_edge before the "
-                                "tanh, where the tanh passes D almost no gradient and pixels stay stuck black or "
-                                "white (0 = off)", 0)
-    saturation_edge: float = _f(3.0, "where the saturation penalty starts: tanh(3) = 0.995 passes 1% of the gradient; "
-                                     "at 3.5 black and white still round to 0 and 255 in 8 bits", 1, 10)
-    fine_detail: float = _f(0.0, "weight of a G-loss penalty on the detail finer than fine_detail_size: the mean "
-                                 "square of the image minus its area-averaged, bilinearly upsampled copy. For data "
-                                 "upsampled from a smaller side (MNIST's 28 px at 64), which has almost none, and a D "
-                                 "that judges that side and so cannot see it (0 = off)", 0)
+    saturation: float = _f(0.0, "weight of a G-loss penalty on output values beyond +-3 before the tanh, where "
+                                "the tanh passes D almost no gradient and pixels stay stuck black or white (0 = off)",
+                           0)
+    fine_detail: float = _f(0.0, "weight of a G-loss penalty on the detail finer than fine_detail_size, for data "
+                                 "upsampled from a smaller side and a D that judges only that side (0 = off)", 0)
     fine_detail_size: int = _f(32, "the side below which fine_detail leaves the image alone", 4, 1024)
-    anchor: float = _f(0.0, "weight of a G-loss term keeping each latent's image, area-averaged to anchor_size, "
-                            "where the warm-start generator (generator.init) drew it: a fine-tune may change the "
-                            "detail but not the shapes (0 = off)", 0)
-    anchor_size: int = _f(16, "the side at which loss.anchor compares a latent's image with the start's", 4, 1024)
     top_k: float = _f(1.0, "Top-k training: the G loss keeps this share of each batch's fakes, those D scores "
                            "as most real (1 = all; Sinha et al. 2020 use 0.5)", 0.01, 1)
     top_k_kimg: float = _f(0.0, "kimg over which the kept share falls linearly from 1 to loss.top_k", 0)
-    info_classes: int = _f(0, "InfoGAN's categorical code: K classes, c = argmax of z's first K entries; a dcgan D "
-                              "gets a K-way head that, with G, learns to read c from the image (0 = off)", 0, 4096)
-    info_weight: float = _f(1.0, "weight of the code's cross-entropy in the D and G losses (InfoGAN: 1)", 0)
-    classifier: float = _f(0.0, "AC-GAN's auxiliary classifier (Odena et al. 2017), with discriminator.conditional=K: "
-                                "a K-way class head on D (on the pixel D of a projected one) learns the real images' "
-                                "labels, and G's loss adds this weight times the head's cross-entropy of each fake "
-                                "against its code, so that a fake draws its class clearly (0 = off)", 0)
-    classifier_target: Literal["code", "confident"] = _f(
-        "code", "what loss.classifier asks of each fake: 'code' (AC-GAN) is the head's cross-entropy against z's "
-                "code; 'confident' (CatGAN's generator term, Springenberg 2016) is the head's entropy on each fake "
-                "minus that of the batch's mean, so each fake is read as some class clearly, classes used evenly")
-    info_cluster: float = _f(0.0, "weight of a clustering term on real images for the class head (RIM / CatGAN: "
-                                  "mean entropy minus entropy of the batch mean); with it the head learns from real "
-                                  "images only, and G must draw code c in the data's cluster c (0 = off)", 0)
+    classifier: float = _f(0.0, "with discriminator.conditional=K: a K-way class head on D (on the pixel D of a "
+                                "projected one) learns the real images' classes, and G's loss adds this weight times "
+                                "CatGAN's confidence term: each fake read as some one class clearly, classes used "
+                                "evenly (0 = off)", 0)
 
 
 @dataclass
@@ -175,7 +156,6 @@ class OptimConfig:
     g_lr: float = _f(2e-4, "generator learning rate", 0)
     d_lr: float = _f(2e-4, "discriminator learning rate", 0)
     betas: list[float] = _f([0.5, 0.999], "Adam betas")
-    g_lr_mult: float = _f(1.0, "multiplier on the generator learning rate (transfer)", 0)
 
 
 @dataclass
@@ -190,8 +170,7 @@ class TrainConfig:
                               "batch_size does")
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = _f("no", "autocast precision; auto = bf16 where the "
                                                                  "GPU or CPU (AVX512-BF16, AMX) has it, else no")
-    channels_last: bool = _f(True, "feed D its images in channels-last memory layout (same values; 1.1x to 1.2x the "
-                                   "images/s of the whole step on a 2-core CPU, benchmarks/step_cost.py)")
+    channels_last: bool = _f(True, "feed D its images in channels-last memory layout (same values, a faster step)")
     reuse_features: bool = _f(True, "with a frozen projected D, the G step judges the D step's augmented fakes and "
                                     "reuses their backbone features (one backbone pass fewer per step; the two "
                                     "steps then share one augmentation draw)")
@@ -214,8 +193,8 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    every_kimg: float = _f(0.0, "in-training evaluation cadence in kimg; 0 = off, the default, since Inception "
-                              "runs ~4 images/s on CPU; on a GPU e.g. --set eval.every_kimg=5", 0)
+    every_kimg: float = _f(0.0, "in-training evaluation every this many kimg (0 = off; Inception is slow on a CPU, "
+                                "so turn it on where a GPU runs it, e.g. 5)", 0)
     num: int = _f(500, "generated images per evaluation (KID and precision/recall; ~2 min on a 2-core CPU)", 2)
     metrics: list[str] = _f(["kid", "pr"], "any of fid, kid, pr (pr: precision and recall on equal set sizes)")
     data: str | None = _f(None, "reference images (default: data.path)")

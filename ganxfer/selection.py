@@ -61,7 +61,7 @@ def select(data: ImageSet, cfg: DataConfig) -> tuple[ImageSet, torch.Tensor]:
     dropped ones as uint8 (B, C, R, R), least typical first. ``cfg.select`` = 1 returns ``data`` unchanged."""
     if cfg.select >= 1:
         return data, torch.empty(0, data.channels, data.resolution, data.resolution, dtype=torch.uint8)
-    from ganxfer.metrics import dataset_features
+    from ganxfer.features import dataset_features
 
     feats, _ = dataset_features(cfg, PooledFeatures(cfg.select_backbone), data=data)
     if len(feats) != len(data):

@@ -103,6 +103,17 @@ def _run_copy(ctx: Ctx, recipe: str | None = None) -> str:
     return str(run)
 
 
+def _many_faces(ctx: Ctx) -> str:
+    """A folder of 100 small pictures in no class subfolders."""
+    from PIL import Image
+
+    folder = ctx.tmp / "faces"
+    folder.mkdir(exist_ok=True)
+    for i in range(100):
+        Image.new("RGB", (8, 8), (i, 2 * i, 0)).save(folder / f"{i}.png")
+    return str(folder)
+
+
 def _junk_images(ctx: Ctx) -> str:
     folder = ctx.tmp / "junk"
     folder.mkdir()
@@ -157,11 +168,13 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
     "secret variable": (lambda c: train(c, recipe=c.recipe("name: x\ndata: {path: '${HF_TOKEN}'}\n"),
                                         dry_run=False), "${HF_TOKEN} is not expanded"),
     "mode seeking, batch 1": (lambda c: train(c, "loss.mode_seeking=1", "train.batch_size=1"),
-                              "raise train.batch_size (now 1) to 2 or more"),
-    "info code, projected D": (lambda c: train(c, "loss.info_classes=10", "discriminator.kind=projected"),
-                               "only discriminator.kind=dcgan has"),
-    "info code, too long": (lambda c: train(c, "loss.info_classes=200"), "use 2 to generator.latent_dim=100"),
-    "cluster, no code": (lambda c: train(c, "loss.info_cluster=1"), "set loss.info_classes too"),
+                              "raise train.batch_size to 2 or more"),
+    "retired key": (lambda c: train(c, "loss.info_classes=10"), "loss.info_classes=10 was retired: InfoGAN's code"),
+    "key of a feature that is off": (lambda c: train(c, "discriminator.pixel_d=true"),
+                                     "discriminator.pixel_d=True does nothing unless discriminator.kind=projected"),
+    "conditional on unlabelled data": (lambda c: train(c, "discriminator.conditional=2", "data.channels=3",
+                                                       f"data.path={_many_faces(c)}", dry_run=False),
+                                       "needs labelled images"),
     "hub data dotdot": (lambda c: train(c, "data.path=hub:owner/..", dry_run=False), "is not a valid Hub id"),
     "init revision": (lambda c: train(c, "generator.init=owner/name@../../x"), "is not a valid Hub id"),
     "junk images": (lambda c: ["train", "recipes/mnist_dcgan.yaml", *TINY, "--set", f"data.path={_junk_images(c)}",

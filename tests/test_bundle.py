@@ -25,7 +25,7 @@ def test_the_build_dry_runs_every_stage_in_order(tmp_path, monkeypatch):
         for init in (recipe.generator.init, recipe.discriminator.init):
             if init:
                 assert init.startswith("runs/") and init[5:] in names[:i], (recipe.name, init)
-    assert stages[0].generator.init is None and stages[-1].loss.classifier_target == "confident"
+    assert stages[0].generator.init is None and stages[-1].loss.classifier == 1.0
     assert {last.first, last.second} <= set(names)
     assert sum(r.train.kimg for r in stages if r.data.path == "mnist") > 1000
 

@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from ganxfer import cache, metrics
+from ganxfer import cache, features
 from ganxfer.nets import backbones
 
 LITE0 = "tf_efficientnet_lite0.in1k"
@@ -24,7 +24,7 @@ def test_hf_home_moves_the_hub_cache_for_backbones_too(lite0_cache, tmp_path, mo
 def test_ganxfer_cache_holds_features_and_mnist_without_ganxfer_data(tmp_path, monkeypatch):
     monkeypatch.setenv("GANXFER_CACHE", str(tmp_path / "gc"))
     monkeypatch.delenv("GANXFER_DATA", raising=False)
-    assert metrics.cache_dir() == tmp_path / "gc" / "fid-stats"
+    assert features.cache_dir() == tmp_path / "gc" / "fid-stats"
     assert cache.mnist_root() == tmp_path / "gc" / "mnist"
     monkeypatch.delenv("GANXFER_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

@@ -251,11 +251,13 @@ def test_card_of_an_exported_folder_renders_a_grid(tmp_path):
     assert Image.open(tmp_path / "out" / "samples.png").size == (8 * 33 + 1,) * 2  # 64 images, 8x8 grid
 
 
-def test_card_facts_read_back_what_the_card_states(tmp_path):
+def test_card_facts_are_written_and_read_back_as_data(tmp_path):
     build_upload(str(make_run(tmp_path)), "someone/anime-gan", tmp_path / "out")
     facts = card_facts((tmp_path / "out" / "README.md").read_text())
-    assert facts == {"images_seen": 128, "kimg": 0.128, "fid": 45.68, "kid_mean": pytest.approx(0.0123),
-                     "kid_std": pytest.approx(0.0004)}
+    assert facts == {"images_seen": 128, "kimg": 0.128, "fid": 45.678, "kid_mean": 0.0123, "kid_std": 0.0004}
+    card = ModelCard.load(tmp_path / "out" / "README.md")  # as data in the metadata, not parsed from the text
+    assert card.data.to_dict()["ganxfer"] == facts
+    assert card_facts(card.text) == {}
     export_model(small_g(), tmp_path / "g", "generator")
     build_upload(str(tmp_path / "g"), "someone/plain", tmp_path / "plain")
     assert card_facts((tmp_path / "plain" / "README.md").read_text()) == {}

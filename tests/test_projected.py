@@ -313,7 +313,7 @@ def test_anime_projected_end_to_end(lite0_cache, anime_dir, tmp_path, monkeypatc
 
 
 def test_spectral_pixel_discriminator_judges_each_image_on_its_own(tmp_path):
-    """discriminator.norm reaches the pixel D: with spectral it has no BatchNorm, so in training mode an image's
+    """discriminator.pixel_norm reaches the pixel D: with spectral it has no BatchNorm, so in training mode an image's
     logit does not depend on the rest of its batch, where the BatchNorm one's does."""
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     for norm, batch_free in (("spectral", True), ("batch", False)):
@@ -328,7 +328,7 @@ def test_spectral_pixel_discriminator_judges_each_image_on_its_own(tmp_path):
         assert torch.allclose(alone, batch, atol=1e-6) is batch_free
     export_model(D.eval(), tmp_path / "d", "discriminator")
     assert read_config(tmp_path / "d")["pixel_norm"] == "batch"
-    recipe = load_recipe("recipes/anime_from_mnist.yaml", ["discriminator.norm=spectral",
+    recipe = load_recipe("recipes/anime_from_mnist.yaml", ["discriminator.pixel_norm=spectral",
                                                             "discriminator.pretrained=false"])
     assert build_discriminator(recipe).pixel.head.parametrizations.weight is not None
 

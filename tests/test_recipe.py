@@ -53,7 +53,8 @@ def test_unknown_key_suggests_the_closest(tmp_path):
     ("train=3", r"'train' must be a mapping"),
     ("kimg", r"expected KEY=VALUE"),
     ("discriminator.input_size=48", r"discriminator.input_size=48: a dcgan discriminator judges 32, 64, 128 pixels"),
-    ("loss.anchor=10", r"loss.anchor=10 keeps the images of the warm-start generator, and there is none"),
+    ("loss.anchor=10", r"loss.anchor=10 was retired: its study found no gain"),
+    ("loss.top_k_kimg=5", r"loss.top_k_kimg=5.0 does nothing unless loss.top_k < 1; turn that on"),
     ("discriminator.conditional=5", r"discriminator.conditional=5: MNIST has 10 classes; use "
                                     r"discriminator.conditional=10, or 0 for off"),
 ])
@@ -63,10 +64,15 @@ def test_bad_values_fail_with_one_line(tmp_path, override, message):
     assert "\n" not in str(err.value)
 
 
-def test_conditional_needs_labelled_data(tmp_path):
-    with pytest.raises(RecipeError, match=r"only data.path=mnist has labels; set discriminator.conditional=0"):
-        load_recipe(write(tmp_path, "data: {path: /faces}\n"), ["discriminator.conditional=10"])
+def test_conditional_takes_labelled_data_of_any_kind(tmp_path):
+    """Any data path may hold classes (a folder of class subfolders; checked when the data loads); MNIST's are 10."""
+    assert load_recipe(write(tmp_path, "data: {path: /faces}\n"), ["discriminator.conditional=3"]).discriminator \
+        .conditional == 3
     assert load_recipe(write(tmp_path, "name: x\n"), ["discriminator.conditional=10"]).discriminator.conditional == 10
+    with pytest.raises(RecipeError, match=r"MNIST has 10 classes"):
+        load_recipe(write(tmp_path, "name: x\n"), ["discriminator.conditional=3"])
+    with pytest.raises(RecipeError, match=r"needs 2 classes or more"):
+        load_recipe(write(tmp_path, "data: {path: /faces}\n"), ["discriminator.conditional=1"])
 
 
 def test_env_expansion(tmp_path, monkeypatch):

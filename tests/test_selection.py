@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from ganxfer import metrics
+from ganxfer import features
 from ganxfer.cli import main
 from ganxfer.data import load_data
 from ganxfer.schema import DataConfig
@@ -47,7 +47,7 @@ def test_select_drops_junk_from_a_folder_of_digits(mnist_data, lite0_cache, tmp_
         Image.fromarray(n).save(folder / f"n{i}.png")
     cfg = DataConfig(path=str(folder), channels=1, resolution=32, select=0.97)
     decoded = []
-    monkeypatch.setattr(metrics, "load_data", lambda c: decoded.append(c) or load_data(c))
+    monkeypatch.setattr(features, "load_data", lambda c: decoded.append(c) or load_data(c))
     kept, preview = select(load_data(cfg), cfg)
     assert decoded == []
     assert kept.files == [f"d{i:03d}.png" for i in range(194)]

@@ -58,7 +58,7 @@ def _ac_classes(r: Recipe) -> int:
 
 def _dcgan_discriminator(r: Recipe) -> dict:
     return dict(resolution=r.data.resolution, channels=r.data.channels, ndf=r.discriminator.ndf,
-                norm=r.discriminator.norm, classes=r.loss.info_classes or _ac_classes(r),
+                norm=r.discriminator.norm, classes=_ac_classes(r),
                 input_size=r.discriminator.input_size, conditional=r.discriminator.conditional)
 
 
@@ -109,8 +109,9 @@ def config_of(model: nn.Module, role: str) -> dict:
     """``model``'s config.json: its constructor arguments plus ``ganxfer: {role, kind, version}``."""
     config = dict(hub_config(model))
     config["ganxfer"] = {"role": role, "kind": model.kind, "version": __version__}
-    if getattr(model, "classes", None):  # a class-conditional run's class names, in code order (sample --class)
-        config["ganxfer"]["classes"] = list(model.classes)
+    names = getattr(model, "classes", None) if role == "generator" else None
+    if names:  # a class-conditional run's class names, in code order (sample --class)
+        config["ganxfer"]["classes"] = list(names)
     return config
 
 
@@ -232,7 +233,7 @@ def load_model(folder: str | Path, role: str | None = None) -> nn.Module:
             raise ModelFormatError(f"{weights}: {key} holds NaN or infinite values (the training diverged); use an "
                                    "earlier checkpoint, snapshot or generator-best")
     model.load_state_dict(state, strict=True)
-    classes = read_config(folder)["ganxfer"].get("classes") or []
+    classes = read_config(folder)["ganxfer"].get("classes") or [] if role in (None, "generator") else []
     if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes) and len(classes) <= 4096):
         raise ModelFormatError(f"{folder / 'config.json'}: ganxfer.classes must be a list of class names")
     if classes:
