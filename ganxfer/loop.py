@@ -78,11 +78,29 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> list[Path]:
     return found
 
 
-def start_over(run_dir: Path, replaced: list[Path]) -> None:
-    """A fresh start: delete the replaced checkpoints and the rows an earlier attempt logged."""
+EXPORTS = ("generator", "generator-best", "discriminator", "snapshots", "samples")  # what a run writes as it goes
+
+
+def start_over(run_dir: Path, replaced: list[Path], recipe: Recipe) -> None:
+    """A fresh start, once every check has passed: delete the replaced checkpoints, the rows an earlier attempt
+    logged and its exports, so that no earlier generator stands beside the new recipe, and keep only this run's
+    part of the warm-start report (the build has just written it) and of the selection preview."""
     for old in replaced:
         shutil.rmtree(old)
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    for name in EXPORTS:
+        if (run_dir / name).is_dir():
+            shutil.rmtree(run_dir / name)
+    report = run_dir / "transfer.json"
+    if report.is_file():
+        ours = {role for role in ("generator", "discriminator") if getattr(recipe, role).init}
+        kept = {k: v for k, v in json.loads(report.read_text()).items() if k in ours}
+        if kept:
+            report.write_text(json.dumps(kept, indent=2))
+        else:
+            report.unlink()
+    if recipe.data.select >= 1:
+        (run_dir / "dropped.png").unlink(missing_ok=True)
 
 
 def newest(run_dir: Path) -> str:
@@ -243,8 +261,13 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         G, D = build_networks(recipe, run_dir if acc.is_main_process else None)
         G.classes = list(data.classes) if recipe.discriminator.conditional else []  # sample --class reads them
         objective = Objective(recipe)  # the D and G losses, with every term the recipe switches on
+        evaluator = None
+        if recipe.eval.every_kimg > 0:  # its extractor and reference data are checked before anything is deleted
+            from ganxfer.metrics import TrainingEvaluator
+
+            evaluator = TrainingEvaluator(recipe, acc.device)
         if acc.is_main_process and not resume:
-            start_over(run_dir, replaced)
+            start_over(run_dir, replaced, recipe)
         ema = copy.deepcopy(G).eval().requires_grad_(False).to(acc.device) if tr.ema > 0 else None
         if tr.sync_bn and acc.num_processes > 1:  # BatchNorm over the global batch (the EMA copy stays plain)
             G, D = sync_batchnorm(G), sync_batchnorm(D)
@@ -264,11 +287,6 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                       D_raw.features if reuse else None)
         fixed_z = torch.randn(tr.num_samples, recipe.generator.latent_dim,
                               generator=torch.Generator().manual_seed(recipe.seed)).to(acc.device)
-        evaluator = None
-        if recipe.eval.every_kimg > 0:
-            from ganxfer.metrics import TrainingEvaluator
-
-            evaluator = TrainingEvaluator(recipe, acc.device)
         nets, optimizers = {"G": G_raw, "D": D_raw, "ema": ema}, {"opt_g": opt_g, "opt_d": opt_d}
 
         total = round(tr.kimg * 1000)

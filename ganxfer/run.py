@@ -6,6 +6,7 @@ It resolves the recipe (a file or a shipped name, plus overrides), takes the run
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -61,4 +62,10 @@ def run(recipe: Recipe, run_dir: Path, resume: bool = False, overwrite: bool = F
     check_precision(recipe.train.mixed_precision)
     from ganxfer.loop import train
 
-    return train(recipe, run_dir, resume=resume, overwrite=overwrite)
+    new = not run_dir.exists()
+    try:
+        return train(recipe, run_dir, resume=resume, overwrite=overwrite)
+    except BaseException:
+        if new and run_dir.is_dir() and not any(p.is_file() for p in run_dir.rglob("*")):
+            shutil.rmtree(run_dir, ignore_errors=True)  # a run that wrote nothing leaves no empty folder behind
+        raise

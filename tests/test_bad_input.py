@@ -255,6 +255,10 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
                                             dry_run=False), "holds NaN or infinite values"),
     "overwrite, junk data": (lambda c: train(c, f"data.path={_junk_images(c)}", "data.channels=3",
                                              dry_run=False), "could be decoded"),
+    "overwrite, unknown eval extractor": (lambda c: train(c, "eval.every_kimg=0.016", "eval.feature_extractor=evil",
+                                                          dry_run=False), "feature extractor 'evil' is unknown"),
+    "overwrite, missing eval data": (lambda c: train(c, "eval.every_kimg=0.016", "eval.data=/nonexistent",
+                                                     dry_run=False), "/nonexistent does not exist"),
     "grid too large": (lambda c: sample(str(c.run), c, "--num", "100000"), "a .png grid holds at most 1024"),
     "num zero": (lambda c: sample(str(c.run), c, "--num", "0"), "Invalid value for '--num'"),
 }

@@ -121,3 +121,34 @@ def test_ctrl_c_while_streaming_stops_the_run_with_a_checkpoint(anime_subset, tm
     assert proc.returncode == 130, stderr[-2000:]
     errors = [x for x in stderr.splitlines() if x.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in stderr and "saved checkpoints/" in errors[0]
+
+
+def test_an_overwrite_that_fails_after_its_checks_leaves_no_mixture(mnist_data, tmp_path):
+    """--overwrite deletes the earlier run only once every check has passed, and then all of it: a new run that
+    diverges right away leaves neither the old generator (another width) nor the old grids and warm-start report
+    beside its recipe."""
+    run = tmp_path / "run"
+    first = CliRunner().invoke(main, ["train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=0.032",
+                                      "--run-dir", str(run)])
+    assert first.exit_code == 0, first.output
+    (run / "transfer.json").write_text(json.dumps({"generator": {"source": "an earlier start"}}))
+    assert (run / "generator").is_dir() and len(list((run / "samples").iterdir())) > 1
+    second = CliRunner().invoke(main, ["train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "generator.ngf=16",
+                                       "--set", "optim.g_lr=1e30", "--set", "optim.d_lr=1e30",
+                                       "--set", "train.kimg=1", "--overwrite", "--run-dir", str(run)])
+    assert second.exit_code == 2 and "diverged" in second.output, second.output
+    assert not (run / "generator").exists() and not (run / "discriminator").exists()
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["000000000.png"]  # the new run's first grid
+    assert not (run / "transfer.json").exists() and checkpoints(run) == []
+
+
+def test_a_run_that_writes_nothing_leaves_no_empty_folder(tmp_path):
+    """Bad data found when the run starts: the new run folder it made is gone again; an existing one stays."""
+    run = tmp_path / "runs" / "new"
+    res = CliRunner().invoke(main, ["train", "recipes/mnist_dcgan.yaml", *TINY, "--set",
+                                    f"data.path={tmp_path / 'nothing-here'}", "--run-dir", str(run)])
+    assert res.exit_code == 2 and "does not exist" in res.output and not run.exists()
+    run.mkdir(parents=True)
+    res = CliRunner().invoke(main, ["train", "recipes/mnist_dcgan.yaml", *TINY, "--set",
+                                    f"data.path={tmp_path / 'nothing-here'}", "--run-dir", str(run)])
+    assert res.exit_code == 2 and run.is_dir()
