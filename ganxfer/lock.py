@@ -28,7 +28,7 @@ def _holder(text: str) -> dict:
     try:
         owner = json.loads(text)
         return owner if isinstance(owner, dict) else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # damaged: the holder is simply unknown
         return {}
 
 

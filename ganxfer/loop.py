@@ -478,7 +478,7 @@ def _truncate_metrics(path: Path, images_seen: int) -> None:
     for line in path.read_text(errors="replace").splitlines():
         try:
             kimg = float(json.loads(line)["kimg"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # a damaged or absurdly nested line
             damaged += bool(line.strip())
             continue
         if kimg * 1000 <= images_seen + 1e-6:

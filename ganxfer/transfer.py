@@ -228,6 +228,10 @@ def _publish(report: dict, run_dir: Path | None, role: str) -> None:
         return
     path = Path(run_dir) / "transfer.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    existing = json.loads(path.read_text()) if path.is_file() else {}
+    try:  # the report so far; a damaged one (a crash mid-write) is started again
+        existing = json.loads(path.read_text()) if path.is_file() else {}
+    except (ValueError, RecursionError):
+        existing = {}
+    existing = existing if isinstance(existing, dict) else {}
     existing[role] = report
     path.write_text(json.dumps(existing, indent=2))

@@ -285,3 +285,15 @@ def test_balance_latent_scales_the_dominant_rows_of_z_down_to_the_median(tmp_pat
     cut = int((before > median).sum())
     assert report["adapted"]["blocks.0.0.weight"].startswith(f"{cut} rows of z scaled down to the median")
     assert cut >= 10 and "blocks.0.0.weight" not in report["copied"]
+
+
+def test_a_damaged_transfer_report_is_written_again(tmp_path):
+    """A transfer.json cut short by a crash, nested beyond what json parses, or not an object: the warm start's
+    report replaces it rather than ending the run in a traceback."""
+    from ganxfer.transfer import _publish
+
+    report = {"source": "src", "copied": ["a"], "adapted": {}, "new": [], "unused": [], "frozen": []}
+    for damaged in ('{"generator": {"sou', "[" * 100_000, "[1, 2]"):
+        (tmp_path / "transfer.json").write_text(damaged)
+        _publish(report, tmp_path, "generator")
+        assert json.loads((tmp_path / "transfer.json").read_text()) == {"generator": report}
