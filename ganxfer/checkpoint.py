@@ -18,6 +18,7 @@ kinds of leftover are removed by :func:`clean_leftovers`. Nothing here is ever u
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import math
@@ -294,6 +295,21 @@ def _check_fits(state: State, nets: dict[str, nn.Module]) -> None:
                                       "that changes it), or start a new --run-dir")
 
 
+def _restore_loop_rng(rng: torch.Generator, saved: torch.Tensor, images_seen: int, folder: Path, say: bool) -> None:
+    """The loop's generator as the checkpoint left it; from a checkpoint of another device type (a CPU's
+    mt19937 state on a GPU's Philox generator, or the reverse) it is seeded from the saved state and the images
+    seen instead, the same on every process and every resume, and the run is no longer bit-exact."""
+    if saved.numel() == rng.get_state().numel():
+        rng.set_state(saved)
+        return
+    digest = hashlib.sha256(saved.contiguous().numpy().tobytes() + str(images_seen).encode()).digest()
+    rng.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    if say:
+        log.warning("--resume: checkpoints/%s holds the random state of another device type (this run is on %s); "
+                    "the loop's random draws go on from a seed derived from it, so the run is no longer bit-exact "
+                    "with an uninterrupted one", folder.name, rng.device.type)
+
+
 def load_checkpoint(acc: Accelerator, run_dir: Path, nets: dict[str, nn.Module | None],
                     optimizers: dict[str, torch.optim.Optimizer], rng: torch.Generator) -> State:
     """Restore the newest checkpoint that loads, saying why each newer one was skipped; return what it read.
@@ -326,7 +342,7 @@ def load_checkpoint(acc: Accelerator, run_dir: Path, nets: dict[str, nn.Module |
                                   "run's own recipe, or start a new --run-dir") from None
         if acc.scaler is not None and state.scaler is not None:
             acc.scaler.load_state_dict(state.scaler)
-        rng.set_state(state.rng["loop"])
+        _restore_loop_rng(rng, state.rng["loop"], state.counters.images_seen, folder, acc.is_main_process)
         torch.set_rng_state(state.rng["torch"])
         if "cuda" in state.rng and acc.device.type == "cuda":
             torch.cuda.set_rng_state(state.rng["cuda"], acc.device)

@@ -106,10 +106,15 @@ def features_of(batches: Iterator[torch.Tensor], extractor: nn.Module, total: in
 
     device = next(extractor.parameters(), torch.empty(0)).device
     out = []
-    with tqdm(total=total, desc=desc, unit="img", disable=desc is None, leave=False, dynamic_ncols=True) as bar:
-        for b in batches:
-            out.append(extractor(rgb(b).to(device, non_blocking=True)).float().cpu())
-            bar.update(len(b))
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")  # full fp32 (no TF32), whatever training asked for
+    try:
+        with tqdm(total=total, desc=desc, unit="img", disable=desc is None, leave=False, dynamic_ncols=True) as bar:
+            for b in batches:
+                out.append(extractor(rgb(b).to(device, non_blocking=True)).float().cpu())
+                bar.update(len(b))
+    finally:
+        torch.set_float32_matmul_precision(precision)
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -149,23 +154,33 @@ def _stat(path: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def fingerprint(cfg: DataConfig, extractor: str) -> str:
-    """A key for the features of ``cfg``'s images: the files, the preprocessing and the extractor."""
+def fingerprint(cfg: DataConfig, extractor: str, device: str = "cpu") -> str:
+    """A key for the features of ``cfg``'s images: the files, the preprocessing, the extractor and the kind of
+    device that ran it (a GPU's kernels round differently from a CPU's)."""
     where, files = _files_of(cfg)
     limit = cfg.limit if cfg.path == "mnist" else None  # elsewhere the file list below is already cut
-    h = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, "path": cfg.path, "where": where,
-                                   "resolution": cfg.resolution, "channels": cfg.channels, "limit": limit,
-                                   "extractor": extractor}, sort_keys=True).encode())
+    key = {"format": CACHE_FORMAT, "path": cfg.path, "where": where, "resolution": cfg.resolution,
+           "channels": cfg.channels, "limit": limit, "extractor": extractor}
+    if device != "cpu":  # CPU keys stay as they were, so existing caches still hit
+        key["device"] = device
+    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
     for name, size, mtime in files:
         h.update(f"{name}\0{size}\0{mtime}\n".encode())
     return h.hexdigest()[:32]
 
 
-def cached_features(cfg: DataConfig, extractor: str, cache: Path | None = None) -> torch.Tensor | None:
-    """The cached features of ``cfg``'s images by ``extractor`` (a name), or None when not cached."""
+def device_of(extractor: nn.Module) -> str:
+    """The kind of device an extractor runs on: 'cpu', 'cuda', ..."""
+    return next(extractor.parameters(), torch.empty(0)).device.type
+
+
+def cached_features(cfg: DataConfig, extractor: str, cache: Path | None = None,
+                    device: str = "cpu") -> torch.Tensor | None:
+    """The cached features of ``cfg``'s images by ``extractor`` (a name) on ``device`` (a kind), or None."""
     import safetensors.torch
 
-    path = (Path(cache) if cache is not None else cache_dir()) / f"{fingerprint(cfg, extractor)}.safetensors"
+    key = fingerprint(cfg, extractor, device)
+    path = (Path(cache) if cache is not None else cache_dir()) / f"{key}.safetensors"
     if not path.is_file():
         return None
     log.info("features of %s: cache hit %s", cfg.path, path)
@@ -179,10 +194,10 @@ def dataset_features(cfg: DataConfig, extractor: nn.Module, batch: int = 64, cac
     import safetensors.torch
 
     cache = Path(cache) if cache is not None else cache_dir()
-    hit = cached_features(cfg, extractor.name, cache)
+    hit = cached_features(cfg, extractor.name, cache, device_of(extractor))
     if hit is not None:
         return hit, True
-    path = cache / f"{fingerprint(cfg, extractor.name)}.safetensors"
+    path = cache / f"{fingerprint(cfg, extractor.name, device_of(extractor))}.safetensors"
     data = load_data(cfg) if data is None else data
     t0 = time.time()
     feats = features_of(image_batches(data, batch), extractor, len(data), desc=f"features of {cfg.path}")

@@ -191,6 +191,9 @@ def save_grid(generator: torch.nn.Module, z: torch.Tensor, path: Path) -> torch.
     return images
 
 
+SMALL_BN_BATCH = 16  # per-process images under which BatchNorm without train.sync_bn is warned about
+
+
 def preflight(recipe: Recipe, acc: Accelerator) -> int:
     """Refuse what cannot run on these processes before anything is read or written; the per-process batch."""
     tr = recipe.train
@@ -202,6 +205,14 @@ def preflight(recipe: Recipe, acc: Accelerator) -> int:
     problem = batch_error(recipe, local_batch, acc.num_processes)
     if problem:
         raise RunError(problem)
+    if acc.num_processes > 1 and local_batch < SMALL_BN_BATCH and not tr.sync_bn and acc.is_main_process:
+        log.warning("each of the %d processes normalises BatchNorm over its own %d images of train.batch_size=%d, "
+                    "which trains differently from one process (noisier statistics); raise train.batch_size to "
+                    "%d or more, or set train.sync_bn=true", acc.num_processes, local_batch, tr.batch_size,
+                    SMALL_BN_BATCH * acc.num_processes)
+    if acc.device.type == "cuda":  # fixed shapes: let cuDNN pick its fastest kernels; TF32 where fp32 is asked
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
     return local_batch
 
 

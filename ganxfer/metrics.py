@@ -40,6 +40,7 @@ from ganxfer.features import (
     EXTRACTOR,
     cached_features,
     dataset_features,
+    device_of,
     features_of,
     generated_batches,
     load_extractor,
@@ -224,7 +225,7 @@ def evaluate(source: str, data: str, num: int | None = None, num_real: int | Non
     if generator is None:
         side, channels = resolution or max(_first_image_side(source), MIN_EVAL_SIDE), 3
         fake_cfg = DataConfig(path=str(source), resolution=side, channels=3, limit=num)
-        fake_hit, fake_data = _cached_or_loaded(fake_cfg, net.name, cache)
+        fake_hit, fake_data = _cached_or_loaded(fake_cfg, net, cache)
     else:
         _, channels, side, _ = generator.sample(1, seed=seed).shape
         if resolution and resolution != side:
@@ -234,7 +235,7 @@ def evaluate(source: str, data: str, num: int | None = None, num_real: int | Non
                                "evaluate a generator of a larger side")
         num = num or default_num(dev)
     real_cfg = DataConfig(path=str(data), resolution=side, channels=channels, limit=num_real)
-    real_hit, real_data = _cached_or_loaded(real_cfg, net.name, cache)  # a bad --data fails before extraction
+    real_hit, real_data = _cached_or_loaded(real_cfg, net, cache)  # a bad --data fails before extraction
     n_real = len(real_hit if real_hit is not None else real_data)
     if generator is None and num and len(fake_hit if fake_hit is not None else fake_data) < num:
         log.warning("--num %d: %s holds %d readable images; scoring those", num, source,
@@ -269,10 +270,10 @@ def evaluate(source: str, data: str, num: int | None = None, num_real: int | Non
             "seconds": round(time.time() - t0, 2), "versions": versions()}
 
 
-def _cached_or_loaded(cfg: DataConfig, extractor: str, cache: Path | None) -> tuple[torch.Tensor | None,
-                                                                                     ImageSet | None]:
+def _cached_or_loaded(cfg: DataConfig, extractor: nn.Module, cache: Path | None) -> tuple[torch.Tensor | None,
+                                                                                           ImageSet | None]:
     """(cached features, None) on a cache hit, else (None, the images): what is left to extract is known."""
-    hit = cached_features(cfg, extractor, cache)
+    hit = cached_features(cfg, extractor.name, cache, device_of(extractor))
     return (hit, None) if hit is not None else (None, load_data(cfg))
 
 

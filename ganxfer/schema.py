@@ -168,8 +168,8 @@ class TrainConfig:
     sync_bn: bool = _f(False, "with several processes, the BatchNorm2d layers of G and D (a timm backbone's excepted) "
                               "normalise by the global batch, so N processes train as one process with this "
                               "batch_size does")
-    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = _f("no", "autocast precision; auto = bf16 where the "
-                                                                 "GPU or CPU (AVX512-BF16, AMX) has it, else no")
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = _f("auto", "autocast precision; auto = bf16 where the "
+                                                                   "GPU or CPU (AVX512-BF16, AMX) has it, else no")
     channels_last: bool = _f(True, "feed D its images in channels-last memory layout (same values, a faster step)")
     reuse_features: bool = _f(True, "with a frozen projected D, the G step judges the D step's augmented fakes and "
                                     "reuses their backbone features (one backbone pass fewer per step; the two "

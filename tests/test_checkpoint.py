@@ -179,3 +179,25 @@ def test_file_size_limit_is_one_line(run):
     assert "exceeds the file-size limit" in proc.stderr and "ulimit -f" in proc.stderr
     assert [p.name for p in checkpoints(run)] == [STEP32, STEP64]
     assert not list((run / "checkpoints").glob(".tmp-*"))
+
+
+def test_resume_on_another_device_type_reseeds_the_loop_and_says_so(run, tmp_path, caplog):
+    """A checkpoint whose loop random state is a GPU's (Philox, 16 bytes) resumes on a CPU (mt19937): the loop's
+    generator is seeded from that state and the images seen, the same on every resume, with a warning that the
+    run is no longer bit-exact."""
+    import safetensors.torch
+    import torch
+
+    newest = run / "checkpoints" / STEP64
+    rng = safetensors.torch.load_file(str(newest / "rng_0.safetensors"))
+    rng["loop"] = torch.arange(16, dtype=torch.uint8)  # what torch.Generator(device="cuda").get_state() holds
+    safetensors.torch.save_file(rng, str(newest / "rng_0.safetensors"))
+    twin = tmp_path / "twin"
+    shutil.copytree(run, twin)
+    with caplog.at_level(logging.WARNING, logger="ganxfer.checkpoint"):
+        for folder in (run, twin):
+            res = train(folder, "--resume", "--set", "train.kimg=0.128")
+            assert res.exit_code == 0, res.output
+    assert caplog.text.count("holds the random state of another device type") == 2
+    a, b = (safetensors.torch.load_file(str(f / "generator" / "model.safetensors")) for f in (run, twin))
+    assert all(torch.equal(a[k], b[k]) for k in a)

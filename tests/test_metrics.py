@@ -372,3 +372,13 @@ def test_resolutions_inception_cannot_use_are_refused(tiny, anime_subset, tmp_pa
         Image.open(p).resize((28, 28)).save(small / f"{p.stem}.png")
     r = metrics.evaluate(str(small), str(source), metrics="kid", extractor="tiny-test", cache=tmp_path / "cache")
     assert r["resolution"] == 32
+
+
+def test_the_cache_key_names_the_device_kind_but_cpu_keys_stay(tmp_path):
+    """Features a GPU computed are not served to a CPU evaluation or the reverse; CPU keys are the ones caches
+    already hold."""
+    from ganxfer.schema import DataConfig
+
+    cfg = DataConfig(path="mnist", limit=16)
+    cpu = features.fingerprint(cfg, "x")
+    assert cpu == features.fingerprint(cfg, "x", "cpu") != features.fingerprint(cfg, "x", "cuda")

@@ -167,6 +167,8 @@ def test_two_machines_without_sync_bn(one, tmp_path):
     assert_two_processes(run, output, [0.032])
     assert (run / "generator" / "model.safetensors").is_file() and (run / "discriminator" / "config.json").is_file()
     assert gap(weights(one, 32), weights(run, 32)) > 100 * TOL
+    assert output.count("normalises BatchNorm over its own 8 images") == 1  # said once, by the main process
+    assert "set train.sync_bn=true" in output
 
 
 def test_projected_partial_backbone_two_processes(lite0_cache, anime_dir, tmp_path):
