@@ -29,10 +29,12 @@ def update_ema(ema: nn.Module, model: nn.Module, step: int, beta: float) -> None
     Buffers (BatchNorm statistics) are copied; :func:`recalibrated` replaces them before the EMA is used.
     """
     beta = ema_decay(step, beta)
-    for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
-        pe.lerp_(p.detach().to(pe.dtype), 1 - beta)
-    for be, b in zip(ema.buffers(), model.buffers(), strict=True):
-        be.copy_(b)
+    ours, theirs = list(ema.parameters()), [p.detach().to(pe.dtype) for pe, p in
+                                            zip(ema.parameters(), model.parameters(), strict=True)]
+    torch._foreach_lerp_(ours, theirs, 1 - beta)  # one fused launch per step on a GPU, not one per tensor
+    buffers = list(ema.buffers())
+    if buffers:
+        torch._foreach_copy_(buffers, list(model.buffers()))
 
 
 def batchnorms(model: nn.Module) -> list[_BatchNorm]:
