@@ -141,13 +141,13 @@ def recipes() -> None:
     ganxfer recipes
     ganxfer finetune own_images --set data.path=./my_images
     """
-    from ganxfer.recipe import recipe_summary, shipped_recipes
+    from ganxfer.recipe import SHIPPED, recipe_summary, shipped_recipes
 
     shipped = shipped_recipes()
     width = max(map(len, shipped))
     for name, path in shipped.items():
         click.echo(f"{name:<{width}}  {recipe_summary(path)}")
-    click.echo(f"\nfiles: {next(iter(shipped.values())).parent}")
+    click.echo(f"\nfiles: {SHIPPED}")
 
 
 @main.command()
