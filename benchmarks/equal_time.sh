@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-30}; seed=${2:-0}; study=${3:-runs/study}; shift $(( $# < 3 ? $# : 3 ))
-recipes=("$@"); [ ${#recipes[@]} -gt 0 ] || recipes=(anime_dcgan anime_projected anime_from_mnist)
+recipes=("$@"); [ ${#recipes[@]} -gt 0 ] || recipes=(anime_dcgan anime_projected anime_pg anime_from_mnist)
 marks="[$(python3 -c "m=$minutes; print(','.join(f'{x:g}' for x in (m/30, m/15, m/10, m/6) if x < m))")]"
 for r in "${recipes[@]}"; do
   run="$study/$r-s$seed"

@@ -8,13 +8,13 @@ printed as a JSON line, so a run cut short still reports what it finished. Parts
   comparison, on this device);
 - ``batch``: ``anime_from_mnist`` at batch 32, 256 and 512: images/s after warm-up, host syncs per step
   (``torch.cuda.set_sync_debug_mode``), peak memory;
-- ``precision``: at batch 256, bf16 against fp32, and channels-last images off;
-- ``resume``: a short headline run stopped by SIGINT and resumed with ``--resume``; its exported generator is
-  copied to ``--out`` so that KID can be scored on another machine
+- ``precision``: at batch 256, bf16 against fp32, channels-last off, and the D's input at 224 px;
+- ``resume``: a short run of the headline's GPU form (``anime_from_mnist_gpu``) stopped by SIGINT and resumed
+  with ``--resume``; its exported generator is copied to ``--out`` so that KID can be scored on another machine
   (``ganxfer evaluate OUT/generator --data $GANXFER_DATA/anime-faces-64 --num 1000 --metrics kid,pr``).
 
     bash benchmarks/gpu_check.sh BUNDLE OUT      # on the GPU machine (BUNDLE from make-gpu-bundle)
-    python benchmarks/gpu_check.py --device cpu --quick --out /tmp/gc    # the same flow, tiny, on a CPU
+    bash benchmarks/gpu_check.sh --smoke         # the same flow at toy sizes on a CPU (RESULTS.md untouched)
 """
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ def part_batch(args, out: Path, plain: float | None) -> None:
 def part_precision(args, out: Path, plain: float | None) -> None:
     batch = args.batches[min(1, len(args.batches) - 1)]
     for what, sets in (("fp32", ["train.mixed_precision=no"]), ("bf16", ["train.mixed_precision=bf16"]),
-                       ("bf16, NCHW images", ["train.mixed_precision=bf16", "train.channels_last=false"])):
+                       ("bf16, NCHW", ["train.mixed_precision=bf16", "train.channels_last=false"]),
+                       ("bf16, D input 224 px", ["train.mixed_precision=bf16", "discriminator.input_size=224"])):
         if "bf16" in what and args.device == "cpu" and not args.quick:
             continue
         m = loop_speed("anime_from_mnist", [f"data.limit={args.images}", *sets], args.steps, batch, out,
@@ -122,18 +123,21 @@ def part_precision(args, out: Path, plain: float | None) -> None:
             m["img_per_s"] / plain if plain else None, None, m["peak_gib"])
 
 
-def part_resume(args, out: Path) -> None:
-    """A headline run stopped by SIGINT after ``stop_s`` seconds of training, then resumed to its budget."""
+def part_resume(args, out: Path) -> bool:
+    """The GPU form of the headline (``anime_from_mnist_gpu``, a CPU-sized batch with ``--quick``) for
+    ``--resume-minutes`` of training: stopped by SIGINT halfway, then resumed to its budget. True when both
+    exits and the exported generator are as they should be."""
     run = out / "resume-run"
     shutil.rmtree(run, ignore_errors=True)
-    base = [sys.executable, "-m", "ganxfer", "finetune", "anime_from_mnist", "--run-dir", str(run),
+    sets = ["train.batch_size=16", f"data.limit={args.images}"] if args.quick else []
+    base = [sys.executable, "-m", "ganxfer", "finetune", "anime_from_mnist_gpu", "--run-dir", str(run),
             "--set", f"train.minutes={args.resume_minutes}", "--set", "train.kimg=100000",
-            "--set", "train.log_with=[]", "--set", "train.checkpoint_every_kimg=50"]
+            "--set", "train.log_with=[]", *(x for s in sets for x in ("--set", s))]
     t0 = time.time()
     proc = subprocess.Popen(base, cwd=ROOT)
     metrics = run / "metrics.jsonl"
-    while proc.poll() is None and not (metrics.is_file() and "images_per_s" in metrics.read_text()):
-        time.sleep(1)
+    while proc.poll() is None and not (run / "samples" / "000000000.png").is_file():  # drawn as training starts
+        time.sleep(0.5)
     time.sleep(args.resume_minutes * 60 / 2)
     proc.send_signal(signal.SIGINT)
     first = proc.wait()
@@ -145,6 +149,7 @@ def part_resume(args, out: Path) -> None:
         shutil.copytree(run / "generator", out / "generator", dirs_exist_ok=True)
         shutil.copy(metrics, out / "resume-metrics.jsonl")
     shutil.rmtree(run, ignore_errors=True)
+    return first == 130 and second == 0 and (out / "generator" / "model.safetensors").is_file()
 
 
 def row(args, what: str, batch: int, precision: str, ips: float, ratio: float | None, syncs, peak) -> None:
@@ -167,7 +172,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args()
     if args.quick:
-        args.batches, args.steps, args.images, args.resume_minutes = [8, 16], 5, 256, 0.5
+        args.batches, args.steps, args.images, args.resume_minutes = [8, 16], 4, 256, 0.2
     args.out.mkdir(parents=True, exist_ok=True)
     report(args.out, part="device", device=device_name(args.device), commit=git_commit())
     plain = part_plain(args, args.out) if "plain" in args.only else None
@@ -175,8 +180,8 @@ def main() -> None:
         part_batch(args, args.out, plain)
     if "precision" in args.only:
         part_precision(args, args.out, plain)
-    if "resume" in args.only:
-        part_resume(args, args.out)
+    if "resume" in args.only and not part_resume(args, args.out):
+        sys.exit("gpu_check: the stopped-and-resumed run did not end as it should (see the resume line above)")
 
 
 if __name__ == "__main__":

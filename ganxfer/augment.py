@@ -99,8 +99,16 @@ POLICIES: dict[str, list[Op]] = {
 }
 
 
+def layout(x: torch.Tensor) -> torch.memory_format:
+    """``x``'s memory format: channels-last when its strides are those of one (and not also NCHW's, as a 1x1
+    image's are), else contiguous."""
+    cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
+
+
 class DiffAugment:
-    """Callable ``aug(x, gen)`` applying a comma-separated policy such as ``"color,translation,cutout"``."""
+    """Callable ``aug(x, gen)`` applying a comma-separated policy such as ``"color,translation,cutout"``; the
+    result is dense in the input's memory format (NCHW or channels-last)."""
 
     def __init__(self, policy: str = "") -> None:
         names = [p.strip() for p in policy.split(",") if p.strip()]
@@ -110,6 +118,7 @@ class DiffAugment:
         self.ops = [op for n in names for op in POLICIES[n]]
 
     def __call__(self, x: torch.Tensor, gen: Gen = None) -> torch.Tensor:
+        fmt = layout(x)
         for op in self.ops:
             x = op(x, gen)
-        return x.contiguous()
+        return x.contiguous(memory_format=fmt)

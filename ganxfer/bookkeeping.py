@@ -7,10 +7,12 @@ The counters themselves are :class:`ganxfer.checkpoint.Counters`, since checkpoi
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
@@ -58,10 +60,37 @@ class Meter:
         self.reset()
         return out
 
-    def health(self, acc: Accelerator, stop: bool) -> tuple[bool, bool]:
-        """(every sum finite on every process, some process asked to stop), in one sync."""
-        sums = acc.reduce(self._stacked(acc, float(stop)), reduction="sum")
-        return bool(sums[:-1].isfinite().all().item()), bool(sums[-1].item() > 0)
+    def health(self, acc: Accelerator, stop: bool, due: list[bool]) -> tuple[bool, bool, list[bool]]:
+        """(every sum finite on every process, some process asked to stop, which of the ``due`` flags some
+        process raised), in one sync."""
+        sums = acc.reduce(self._stacked(acc, float(stop), *map(float, due)), reduction="sum")
+        values = sums.tolist()
+        n = len(self.names)
+        return all(map(math.isfinite, values[:n])), values[n] > 0, [v > 0 for v in values[n + 1:]]
+
+
+def crossed(before: int, after: int, every: float | None) -> bool:
+    """Did a counter pass a multiple of ``every`` going from ``before`` to ``after``? (never when ``every`` is
+    0 or None)."""
+    if not every or every <= 0:
+        return False
+    return int(after // every) > int(before // every)
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """How often the loop does something: every ``kimg`` thousand images when the recipe sets it, else every
+    ``seconds`` of training time, so a CPU run and a GPU run each get a sensible number of rows, grids or
+    checkpoints. ``kimg`` 0: only at the end."""
+
+    kimg: float | None
+    seconds: float
+
+    def by_images(self, before: int, after: int) -> bool:
+        return bool(self.kimg) and crossed(before, after, max(1, round(self.kimg * 1000)))
+
+    def by_time(self, before_s: float, after_s: float) -> bool:
+        return self.kimg is None and crossed(before_s, after_s, self.seconds)
 
 
 class Clock:

@@ -31,7 +31,7 @@ from ganxfer.version import __version__
 SAMPLES = "samples.png"
 REPO_URL = "https://github.com/ganxfer/ganxfer"
 HUB_DATASETS = {"mnist": "ylecun/mnist"}  # data.path shortcuts -> their Hub dataset ids
-KIND_NAMES = {"dcgan": "DCGAN", "projected": "Projected GAN"}
+KIND_NAMES = {"dcgan": "DCGAN", "fastgan": "FastGAN-lite", "projected": "Projected GAN"}
 # Recipe keys that may hold a path of the machine that trained -> (what kind of value, placeholder, what goes
 # there). In the uploaded recipe.yaml a local path becomes the placeholder, with a comment; Hub ids, 'mnist',
 # hub:owner/name datasets and bundled model names stay.

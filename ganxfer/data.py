@@ -7,6 +7,10 @@ holding its own open zip.
 Batches are drawn by index from a per-epoch permutation that depends only on (seed, epoch), so the
 position in the data is a pure function of the number of images already shown: resuming needs no
 sampler state, and every process of a multi-GPU run agrees on the order.
+
+Training reads its batches through a :class:`Feed`, on the training device: an in-memory set that fits there
+lives on the GPU with its labels and is gathered there; a larger one, and a streamed one, are assembled in
+page-locked host memory and copied without blocking, a streamed one with the next batches decoding ahead.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import logging
 import os
 import signal
 import zipfile
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +37,8 @@ from ganxfer.schema import DataConfig
 log = logging.getLogger(__name__)
 MNIST_CLASSES = 10
 MIN_TRAINING_IMAGES = 100  # a folder with fewer is refused for training: a GAN only memorises so few
+DEVICE_SHARE = 0.5  # an in-memory set moves to the GPU when it takes at most this share of its free memory
+CPU = torch.device("cpu")
 
 
 def load_mnist(train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,9 +78,12 @@ class ImageSet(torch.utils.data.Dataset):
     labels: torch.Tensor | None = None
     classes: list[str] = field(default_factory=list)
     workers: int = 2
+    device: torch.device = field(default=CPU, init=False)  # where :class:`Feed` delivers batches: see :meth:`to`
+    _copied: bool = field(default=False, init=False, repr=False)  # batches are copied there from host memory
     _archive: tuple[int, zipfile.ZipFile | None] | None = field(default=None, init=False, repr=False)  # (pid, zip)
     _loader: torch.utils.data.DataLoader | None = field(default=None, init=False, repr=False)
-    _request: list[list[int]] = field(default_factory=list, init=False, repr=False)
+    _request: Iterable[list[int]] = field(default_factory=list, init=False, repr=False)
+    _stream: Iterator | None = field(default=None, init=False, repr=False)  # the loader, while reading ahead
 
     def __len__(self) -> int:
         return len(self.pixels) if self.pixels is not None else len(self.files)
@@ -80,8 +91,8 @@ class ImageSet(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[str, np.ndarray | None]:
         return self.files[i], self._decode(self.files[i])
 
-    def __getstate__(self) -> dict:  # for spawned workers: no open zip, no loader
-        return {**self.__dict__, "_archive": None, "_loader": None}
+    def __getstate__(self) -> dict:  # for spawned workers: no open zip, no loader, no requests
+        return {**self.__dict__, "_archive": None, "_loader": None, "_request": [], "_stream": None}
 
     def _zip(self) -> zipfile.ZipFile | None:
         """``root`` opened as a zip once per process (None for a folder)."""
@@ -117,25 +128,105 @@ class ImageSet(torch.utils.data.Dataset):
         return self._map(self._decode, names)
 
     def loader(self) -> torch.utils.data.DataLoader:
-        """The streaming DataLoader: its batch sampler yields the parts of the batch asked for last."""
+        """The streaming DataLoader: its batch sampler yields the parts of the batches asked for last, and its
+        workers keep two parts each in flight (``prefetch_factor``), which is the stream's read-ahead."""
         if self._loader is None:
             workers = self.workers if self.workers > 1 else 0
             self._loader = torch.utils.data.DataLoader(self, batch_sampler=_Requested(self), num_workers=workers,
-                                                       collate_fn=list, persistent_workers=workers > 0,
+                                                       collate_fn=_stacked, persistent_workers=workers > 0,
                                                        worker_init_fn=_leave_signals_to_the_loop)
         return self._loader
 
+    def _parts(self, idx: torch.Tensor) -> list[list[int]]:
+        """A batch's indices split in one part per worker: the loader's unit of work."""
+        return [part.tolist() for part in idx.tensor_split(max(1, min(self.workers, len(idx))))]
+
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, C, R, R) for the given indices."""
+        """uint8 (B, C, R, R) for the given indices, where the set holds them (a streamed set: in host memory).
+        On a streamed set it drops what a :class:`Feed` read ahead."""
         if self.pixels is not None:
             return self.pixels[idx]
-        self._request = [part.tolist() for part in idx.tensor_split(max(1, min(self.workers, len(idx))))]
-        items = [item for part in self.loader() for item in part]
-        for name, a in items:
-            if a is None:  # it decoded when the set was checked: it changed on disk since
-                raise DataError(f"{self.root / name} no longer decodes (it was readable when training started); "
+        self._request, self._stream = self._parts(idx), None
+        return self._joined(list(self.loader()), len(idx), pin=False).permute(0, 3, 1, 2)
+
+    def _joined(self, parts: list[tuple[list[str], torch.Tensor | None]], n: int, pin: bool) -> torch.Tensor:
+        """The loader's parts of one batch as uint8 (n, R, R, C), in page-locked memory when ``pin``."""
+        for bad, _ in parts:
+            if bad:  # it decoded when the set was checked: it changed on disk since
+                raise DataError(f"{self.root / bad[0]} no longer decodes (it was readable when training started); "
                                 "restore or remove it, then continue with --resume")
-        return torch.from_numpy(np.stack([a for _, a in items])).permute(0, 3, 1, 2)
+        out = torch.empty(n, self.resolution, self.resolution, self.channels, dtype=torch.uint8, pin_memory=pin)
+        return torch.cat([a for _, a in parts], out=out)
+
+    # --- what a Feed reads ---------------------------------------------------------------------------------
+
+    def to(self, device: torch.device | str) -> ImageSet:
+        """Deliver training batches on ``device``; nothing changes for the CPU. An in-memory set moves there
+        once, with its labels, when it takes at most ``DEVICE_SHARE`` of the device's free memory; a larger one
+        stays in host memory, as a streamed set does, and each batch is gathered into page-locked memory (on a
+        GPU) and copied without blocking."""
+        self.device = torch.device(device)
+        if self.device.type == "cpu":
+            return self
+        free = _free_bytes(self.device)
+        if self.pixels is not None and (free is None or self.pixels.nbytes <= DEVICE_SHARE * free):
+            self.pixels = self.pixels.to(self.device)
+            self.labels = self.labels.to(self.device) if self.labels is not None else None
+            return self
+        if self.pixels is not None:
+            log.info("the %.2f GB of decoded images stay in host memory: over %g of the %.2f GB free on %s",
+                     self.pixels.nbytes / 2**30, DEVICE_SHARE, free / 2**30, self.device)
+        self._copied = True
+        return self
+
+    @property
+    def index_device(self) -> torch.device:
+        """Where a batch's indices are used: the pixels' device for an in-memory set, else the CPU."""
+        return self.pixels.device if self.pixels is not None else CPU
+
+    def _host(self, like: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``like[idx]`` gathered into host memory, page-locked when batches go to a GPU."""
+        out = torch.empty(len(idx), *like.shape[1:], dtype=like.dtype, pin_memory=self.device.type == "cuda")
+        return torch.index_select(like, 0, idx, out=out)
+
+    def _delivered(self, images: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor,
+                                                                                   torch.Tensor | None]:
+        """Host batches on :attr:`device`: copies that do not block, from page-locked memory."""
+        return (images.to(self.device, non_blocking=True),
+                labels.to(self.device, non_blocking=True) if labels is not None else None)
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(uint8 images (B, C, R, R), labels (B,) or None) of an in-memory set, on :attr:`device`."""
+        if not self._copied:
+            return self.pixels[idx], self.labels[idx] if self.labels is not None else None
+        return self._delivered(self._host(self.pixels, idx),
+                               self._host(self.labels, idx) if self.labels is not None else None)
+
+    def stream(self, batches: Iterator[torch.Tensor]) -> None:
+        """Start decoding ``batches`` (index tensors, in the order :meth:`streamed` takes them) in the loader's
+        workers, ahead of their use; it replaces any stream before it, dropping what that one read ahead."""
+        self._request = (part for idx in batches for part in self._parts(idx))
+        self._stream = iter(self.loader())
+
+    def streamed(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The stream's next batch, whose indices are ``idx``, like :meth:`take`."""
+        parts = [next(self._stream) for _ in self._parts(idx)]
+        images = self._joined(parts, len(idx), pin=self.device.type == "cuda").permute(0, 3, 1, 2)
+        labels = self._host(self.labels, idx) if self.labels is not None else None
+        return self._delivered(images, labels) if self._copied else (images, labels)
+
+
+def _stacked(items: list[tuple[str, np.ndarray | None]]) -> tuple[list[str], torch.Tensor | None]:
+    """A part of a batch as a worker hands it over: the names that no longer decode, else its images as one
+    uint8 (b, R, R, C) tensor (which reaches the training process through shared memory)."""
+    bad = [name for name, a in items if a is None]
+    return bad, None if bad else torch.from_numpy(np.stack([a for _, a in items]))
+
+
+def _free_bytes(device: torch.device) -> int | None:
+    """Free memory on ``device`` as its backend reports it (None where it has no such call)."""
+    info = getattr(getattr(torch, device.type, None), "mem_get_info", None)
+    return info(device)[0] if info is not None else None
 
 
 def _leave_signals_to_the_loop(_: int) -> None:
@@ -144,17 +235,14 @@ def _leave_signals_to_the_loop(_: int) -> None:
 
 
 class _Requested(torch.utils.data.Sampler):
-    """The batch sampler of :meth:`ImageSet.loader`: the order the loop asks for (one batch, split in parts one
-    per worker), read anew each time the persistent loader is iterated."""
+    """The batch sampler of :meth:`ImageSet.loader`: the order asked for (one batch, or a stream of them, split
+    in parts one per worker), read anew each time the persistent loader is iterated."""
 
     def __init__(self, data: ImageSet) -> None:
         self.data = data
 
     def __iter__(self):
         return iter(self.data._request)
-
-    def __len__(self) -> int:
-        return len(self.data._request)
 
 
 def _from_mnist(cfg: DataConfig) -> ImageSet:
@@ -222,6 +310,16 @@ def image_source(path: str) -> Path | None:
     return Path(path).expanduser()
 
 
+def fetch_data(cfg: DataConfig) -> None:
+    """Bring what ``data.path`` names into its local cache, without decoding it: a ``hub:`` dataset (its parquet
+    images extracted) or MNIST, downloaded when missing; a folder or zip needs nothing. A multi-process run calls
+    it in one process first, so that the others find it in place rather than race to write it."""
+    if cfg.path == "mnist":
+        load_mnist()
+    else:
+        image_source(cfg.path)
+
+
 def load_data(cfg: DataConfig) -> ImageSet:
     """Build the set of images described by ``data.*``; their count, and the unreadable files, are reported."""
     root = image_source(cfg.path)
@@ -261,16 +359,20 @@ def load_training_data(cfg: DataConfig, classes: int = 0) -> ImageSet:
 
 
 class BatchPlan:
-    """Which images make up the batch that starts at global position ``start`` (images shown so far)."""
+    """Which images make up the batch that starts at global position ``start`` (images shown so far), as indices
+    on ``device``: the permutations are drawn on the CPU, and copied there once per epoch."""
 
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed = n, seed
+    def __init__(self, n: int, seed: int, device: torch.device = CPU) -> None:
+        self.n, self.seed, self.device = n, seed, device
         self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
 
     def perm(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
+            perm = torch.randperm(self.n, generator=g)
+            if self.device.type != "cpu":  # from pageable memory: staged at once, with no wait for the device
+                perm = perm.to(self.device, non_blocking=True)
+            self._epoch, self._perm = epoch, perm
         return self._perm
 
     def indices(self, start: int, count: int) -> torch.Tensor:
@@ -281,6 +383,36 @@ class BatchPlan:
             out.append(self.perm(epoch)[offset : offset + take])
             pos += take
         return torch.cat(out)
+
+
+class Feed:
+    """One process's training batches: ``feed(start)`` is (uint8 images (b, C, R, R), labels (b,) or None) of
+    its ``rows`` of the global batch of ``size`` images that starts at plan position ``start``, on the set's
+    :attr:`ImageSet.device`; the same images, in the same order, as ``data.batch(plan.indices(start, size)[rows])``.
+
+    An in-memory set is gathered where it lives, from a plan kept there. A streamed set is read ahead: its
+    workers decode the next batches while this one trains. A ``start`` other than the one after the last (the
+    first batch, a resume, a stream another read interrupted) drops what was read ahead and restarts there.
+    """
+
+    def __init__(self, data: ImageSet, seed: int, size: int, rows: slice) -> None:
+        self.data, self.seed, self.size, self.rows = data, seed, size, rows
+        self.plan = BatchPlan(len(data), seed, data.index_device)
+        self._next: int | None = None  # the start the stream's next batch is for
+
+    def __call__(self, start: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = self.plan.indices(start, self.size)[self.rows]
+        if self.data.pixels is not None:
+            return self.data.take(idx)
+        if start != self._next or self.data._stream is None:
+            self.data.stream(self._ahead(start))
+        self._next = start + self.size
+        return self.data.streamed(idx)
+
+    def _ahead(self, start: int) -> Iterator[torch.Tensor]:
+        """The indices of every batch from ``start`` on (its own plan: the stream runs ahead of this one's)."""
+        plan = BatchPlan(len(self.data), self.seed)
+        return (plan.indices(at, self.size)[self.rows] for at in count(start, self.size))
 
 
 def to_float(batch: torch.Tensor) -> torch.Tensor:

@@ -26,22 +26,24 @@ from accelerate.utils import ProjectConfiguration, set_seed
 
 from ganxfer import checkpoint
 from ganxfer.augment import DiffAugment, Part
-from ganxfer.bookkeeping import EXIT_CODES, Clock, Meter, Progress, Signals, Stop, announce
+from ganxfer.bookkeeping import EXIT_CODES, Cadence, Clock, Meter, Progress, Signals, Stop, announce, crossed
 from ganxfer.checkpoint import Counters
-from ganxfer.data import BatchPlan, load_training_data, to_float
+from ganxfer.data import Feed, fetch_data, load_training_data, to_float
 from ganxfer.ema import recalibrated, update_ema
 from ganxfer.errors import GanxferError
 from ganxfer.images import make_sheet, write_grid
 from ganxfer.lock import RunLock
 from ganxfer.metrics import COLLAPSE_GRID, spread, thumbnails
 from ganxfer.nets import build_discriminator, build_generator, export_model
+from ganxfer.nets.base import spectral_norm_held
 from ganxfer.objective import Judge, Objective, Reals, batch_error
-from ganxfer.parallel import accelerator, local_batchnorm, resolve_precision, sync_batchnorm
+from ganxfer.parallel import accelerator, local_batchnorm, main_process_first, resolve_precision, sync_batchnorm
 from ganxfer.recipe import Recipe, flat
 from ganxfer.selection import select
 
 log = logging.getLogger(__name__)
-CHECK_EVERY = 8  # steps between the (one-sync) checks for non-finite losses and, across processes, signals
+CHECK_EVERY = 8  # steps between the (one-sync) checks for non-finite losses, signals and time-based cadences
+LOG_S, GRID_S, CHECKPOINT_S = 20, 180, 600  # training seconds between log rows, grids and checkpoints by default
 
 
 class RunError(GanxferError):
@@ -127,14 +129,6 @@ def faults(run_dir: Path):
         raise RunError(message) from None
 
 
-def crossed(before: int, after: int, every_kimg: float) -> bool:
-    """Did the image counter pass a multiple of ``every_kimg`` thousand images?"""
-    if every_kimg <= 0:
-        return False
-    every = max(1, round(every_kimg * 1000))
-    return after // every > before // every
-
-
 def optimizer_groups(model: torch.nn.Module, lr: float) -> list[dict]:
     """Trainable parameters, with the model's own groups (e.g. a backbone at a lower lr) when it has them."""
     if hasattr(model, "optimizer_groups"):
@@ -142,11 +136,33 @@ def optimizer_groups(model: torch.nn.Module, lr: float) -> list[dict]:
     return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
 
 
+def same_layout(opt: torch.optim.Optimizer) -> None:
+    """Give each state tensor shaped like its parameter the parameter's memory layout (a checkpoint holds them
+    NCHW): a fused Adam reads a parameter and its state as flat memory, so a channels-last parameter with NCHW
+    state would be updated wrongly, without an error."""
+    for p, state in opt.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
+def fused_adam(groups: list[dict], betas: tuple[float, float]) -> torch.optim.Adam:
+    """Adam over ``groups``, fused (one kernel over all tensors) where torch has it for their device and dtype, as
+    for float tensors on CPUs and CUDA GPUs; else torch's default (foreach on GPUs). Under fp16 a fused Adam also
+    unscales and skips inside that kernel, so the GradScaler's check costs no host sync."""
+    try:
+        opt = torch.optim.Adam(groups, betas=betas, fused=True)
+    except RuntimeError:  # `fused=True` requires floating point tensors of a supported device
+        opt = torch.optim.Adam(groups, betas=betas)
+    opt.register_load_state_dict_post_hook(same_layout)
+    return opt
+
+
 def adam(recipe: Recipe, G: torch.nn.Module, D: torch.nn.Module) -> tuple[torch.optim.Adam, torch.optim.Adam]:
     """G's and D's optimizers, at the recipe's learning rates and betas."""
     betas = tuple(recipe.optim.betas)
-    return (torch.optim.Adam(optimizer_groups(G, recipe.optim.g_lr), betas=betas),
-            torch.optim.Adam(optimizer_groups(D, recipe.optim.d_lr), betas=betas))
+    return (fused_adam(optimizer_groups(G, recipe.optim.g_lr), betas),
+            fused_adam(optimizer_groups(D, recipe.optim.d_lr), betas))
 
 
 def diverged(what: str, counters: Counters, run_dir: Path) -> Diverged:
@@ -265,11 +281,17 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         set_seed(recipe.seed)
 
         # --- build ---------------------------------------------------------------------------------
-        data, dropped = select(load_training_data(recipe.data, recipe.discriminator.conditional), recipe.data)
+        with main_process_first(acc):  # one process per cache fetches a hub: dataset or MNIST; the others find it
+            if acc.is_local_main_process:
+                fetch_data(recipe.data)
+        data = load_training_data(recipe.data, recipe.discriminator.conditional)
+        with main_process_first(acc):  # data.select's embeddings: computed and cached once, then read from the cache
+            data, dropped = select(data, recipe.data)
         if len(dropped) and acc.is_main_process:
             write_grid(to_float(dropped), run_dir / "dropped.png")
-        plan = BatchPlan(len(data), recipe.seed)
         G, D = build_networks(recipe, run_dir if acc.is_main_process else None)
+        if tr.channels_last:  # G's and D's weights, and so their activations and G's images (and the EMA's)
+            G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
         G.classes = list(data.classes) if recipe.discriminator.conditional else []  # sample --class reads them
         objective = Objective(recipe)  # the D and G losses, with every term the recipe switches on
         evaluator = None
@@ -290,6 +312,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         # process, drawing for the global batch; each process takes its rows, so N processes draw what one would
         rng = torch.Generator(device=acc.device).manual_seed(recipe.seed * 7919 + 1)
         rank_slice = slice(acc.process_index * local_batch, (acc.process_index + 1) * local_batch)
+        feed = Feed(data.to(acc.device), recipe.seed, tr.batch_size, rank_slice)  # this process's batches, on device
         part = Part(rng, rank_slice, tr.batch_size)  # this process's rows of the global batch's random draws
         # D sees DiffAugment's view in its fastest memory layout; a frozen projected D's features of the fakes are
         # computed once, in the last D step, and judged again in the G step
@@ -329,7 +352,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                  acc.num_processes, hardware(acc), tr.batch_size, acc.num_processes, local_batch, acc.mixed_precision)
         meter = Meter(*objective.names)  # sums on the device; one sync per log row
         clock = Clock(counters.wall_s)  # training time: sampling, evaluation and checkpoints are paused()
-        t_log, seen_log = clock(), counters.images_seen
+        t_log, seen_log, checked_s = clock(), counters.images_seen, counters.wall_s
+        cadence = {"log": Cadence(tr.log_every_kimg, LOG_S), "grid": Cadence(tr.sample_every_kimg, GRID_S),
+                   "checkpoint": Cadence(tr.checkpoint_every_kimg, CHECKPOINT_S)}
+        eval_every = max(1, round(recipe.eval.every_kimg * 1000)) if recipe.eval.every_kimg > 0 else 0
         with clock.paused():
             # the fixed-z grid's spread against as many real images: near 0 when every sample is the same face
             real_spread = spread(thumbnails(to_float(data.batch(torch.arange(min(len(data), tr.num_samples)))))) \
@@ -340,22 +366,24 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         D.train()
         signals.deferred = True  # from here a signal stops the run at the end of a step, with a checkpoint
         with Progress(budget, tr.minutes, counters.images_seen, counters.wall_s, acc.is_main_process) as bar:
-            while counters.images_seen < total and counters.wall_s < budget_s:
+            done = counters.images_seen >= total or counters.wall_s >= budget_s  # a resumed run at its budget
+            while not done:
                 before, wall_before = counters.images_seen, counters.wall_s
                 for d_step in range(tr.d_steps):
-                    idx = plan.indices(counters.images_seen, tr.batch_size)[rank_slice]
-                    real = to_float(data.batch(idx).to(acc.device, non_blocking=True))
+                    images, labels = feed(counters.images_seen)
+                    real = to_float(images)
                     if recipe.data.hflip:
                         flip = torch.rand(tr.batch_size, generator=rng, device=acc.device)[rank_slice] < 0.5
                         real = torch.where(flip[:, None, None, None], real.flip(3), real)
                     z = torch.randn(tr.batch_size, recipe.generator.latent_dim, generator=rng,
                                     device=acc.device)[rank_slice]
-                    reals = Reals(real, data.labels[idx].to(acc.device) if objective.labelled else None)
+                    reals = Reals(real, labels if objective.labelled else None)
                     last_d = d_step == tr.d_steps - 1
                     with acc.autocast():
                         with torch.set_grad_enabled(last_d):  # the last D step's fakes keep their graph for G's step
                             fakes = objective.generate(G, z)
-                        loss, terms = objective.d_loss(judge, reals, fakes, counters.d_step, keep=last_d)
+                        with spectral_norm_held(D_raw, advance=True):  # one power iteration per D step
+                            loss, terms = objective.d_loss(judge, reals, fakes, counters.d_step, keep=last_d)
                     opt_d.zero_grad(set_to_none=True)
                     acc.backward(loss)
                     opt_d.step()
@@ -364,7 +392,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     counters.d_step += 1
 
                 with acc.no_sync(D), frozen(D):  # D's weights get no gradient in the G step, and no all-reduce
-                    with acc.autocast():
+                    with acc.autocast(), spectral_norm_held(D_raw):  # nor does its spectral norm estimate move
                         loss, terms = objective.g_loss(judge, fakes, counters.images_seen / 1e3)
                     opt_g.zero_grad(set_to_none=True)
                     acc.backward(loss)
@@ -378,14 +406,19 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                 bar.update(now, counters.wall_s)
 
                 # --- once per tick: log, grid, snapshots, evaluation, checkpoint ---------------------------
-                last = now >= total or counters.wall_s >= budget_s
+                last = now >= total
                 stop = signals.received is not None and acc.num_processes == 1
+                timed = dict.fromkeys(cadence, False)  # time-based events, as the main process's clock says
                 if counters.step % CHECK_EVERY == 0 or last:  # one sync every few steps, not one per step
-                    finite, stop_any = meter.health(acc, signals.received is not None)
-                    stop = stop or stop_any  # processes agree on when to stop
+                    due = [c.by_time(checked_s, counters.wall_s) for c in cadence.values()] + \
+                        [counters.wall_s >= budget_s] if acc.is_main_process else [False] * (len(cadence) + 1)
+                    finite, stop_any, due = meter.health(acc, signals.received is not None, due)
+                    stop = stop or stop_any  # processes agree on when to stop, log, draw and save
+                    timed, last = dict(zip(cadence, due, strict=False)), last or due[-1]
+                    checked_s = counters.wall_s
                     if not finite:
                         raise diverged("a NaN or infinite loss", counters, run_dir)
-                if crossed(before, now, tr.log_every_kimg) or last:
+                if cadence["log"].by_images(before, now) or timed["log"] or last:
                     means = meter.means(acc)
                     if not all(math.isfinite(v) for v in means.values()):
                         raise diverged(", ".join(f"{k} {v:.4g}" for k, v in means.items()), counters, run_dir)
@@ -399,10 +432,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                 with clock.paused():  # sampling, evaluation and checkpoints stay out of wall_s and images_per_s
                     snapshots = snapshot_marks(wall_before, counters.wall_s, tr.snapshot_every_minutes,
                                                tr.snapshot_at_minutes) if acc.is_main_process else []
-                    show = (crossed(before, now, tr.sample_every_kimg) or before < 1000 <= now or last) \
-                        and acc.is_main_process
-                    evaluate = evaluator is not None and (crossed(before, now, recipe.eval.every_kimg) or last)
-                    save = crossed(before, now, tr.checkpoint_every_kimg) or last or stop
+                    show = (cadence["grid"].by_images(before, now) or timed["grid"] or before < 1000 <= now
+                            or last) and acc.is_main_process
+                    evaluate = evaluator is not None and (crossed(before, now, eval_every) or last)
+                    save = cadence["checkpoint"].by_images(before, now) or timed["checkpoint"] or last or stop
                     if show or evaluate or snapshots or save:
                         check_weights(nets, counters, run_dir)
                     G_sampled = sampled() if show or evaluate or snapshots else None
@@ -424,6 +457,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     if save:
                         saved = checkpoint.save_checkpoint(acc, run_dir, counters, nets, optimizers, rng,
                                                            tr.keep_checkpoints)
+                done = last
                 if stop and not last:
                     if acc.is_main_process:  # so `ganxfer sample RUN` draws from an interrupted run too
                         export_model(G_sampled if G_sampled is not None else sampled(), run_dir / "generator",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -92,6 +93,15 @@ def accelerator(**kwargs) -> Accelerator:
     return acc
 
 
+@contextmanager
+def main_process_first(acc: Accelerator):
+    """The block runs in the main process first, then in the main process of each other machine, then in the
+    rest: what it writes to a cache (shared by the machines, or each machine's own) is written by one process,
+    and the others find it there."""
+    with acc.main_process_first(), acc.local_main_process_first():
+        yield
+
+
 class _AllReduce(torch.autograd.Function):
     """Sum over processes; the gradient of each process's input is the sum of every process's output gradient."""
 
@@ -110,16 +120,18 @@ class SyncBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d normalising by the statistics of the global batch, summed over the processes with a
     differentiable all-reduce. Unlike ``torch.nn.SyncBatchNorm`` it runs on every backend, gloo (CPU) included.
     With one process, or in eval mode, it is plain BatchNorm2d (same parameters and buffers).
+
+    Every process normalises a batch of the same size (the loop gives each ``batch_size / N`` images), so the
+    global count is a Python number, this process's times N: only the sums travel, and nothing is copied from
+    the host in a forward.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         xf, dims = x.float(), (0, 2, 3)
-        local = torch.cat([xf.sum(dims), xf.new_tensor([xf.numel() // xf.shape[1]])])
-        total = _AllReduce.apply(local)
-        count = total[-1]
-        mean = total[:-1] / count
+        count = xf.numel() // xf.shape[1] * dist.get_world_size()
+        mean = _AllReduce.apply(xf.sum(dims)) / count
         centred = xf - mean[None, :, None, None]
         var = _AllReduce.apply(centred.square().sum(dims)) / count  # two passes, as precise as one process's BatchNorm
         if self.track_running_stats:
@@ -127,7 +139,7 @@ class SyncBatchNorm(nn.BatchNorm2d):
                 self.num_batches_tracked += 1
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 self.running_mean.lerp_(mean, m)
-                self.running_var.lerp_(var * count / (count - 1).clamp(min=1), m)
+                self.running_var.lerp_(var * (count / max(count - 1, 1)), m)
         out = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
         if self.affine:
             out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]

@@ -72,9 +72,10 @@ class DataConfig:
 
 @dataclass
 class GeneratorConfig:
-    kind: str = _f("dcgan", "generator architecture (registry name)")
+    kind: str = _f("dcgan", "'dcgan' or 'fastgan' (Projected GAN's FastGAN-lite generator: 64, 128 or 256 px)")
     latent_dim: int = _f(100, "size of z", 1, 4096)
-    ngf: int = _f(64, "width of the last hidden layer", 4, 1024)
+    ngf: int = _f(64, "dcgan: width of the last hidden layer; fastgan: width at 128 px (Projected GAN: 128)", 4,
+                  1024)
     init: str | None = _f(None, "warm start: bundled name, local folder or Hub id owner/name[@rev]")
     freeze_blocks: int = _f(0, "freeze the first K generator blocks (FreezeG)", 0)
     code_gain: float = _f(1.0, "warm start with discriminator.conditional=K: multiply the first layer's weights "
@@ -170,14 +171,18 @@ class TrainConfig:
                               "batch_size does")
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = _f("auto", "autocast precision; auto = bf16 where the "
                                                                    "GPU or CPU (AVX512-BF16, AMX) has it, else no")
-    channels_last: bool = _f(True, "feed D its images in channels-last memory layout (same values, a faster step)")
+    channels_last: bool = _f(True, "G's and D's weights and images in channels-last memory layout (a faster "
+                                   "step; the values differ only by rounding)")
     reuse_features: bool = _f(True, "with a frozen projected D, the G step judges the D step's augmented fakes and "
                                     "reuses their backbone features (one backbone pass fewer per step; the two "
                                     "steps then share one augmentation draw)")
     ema: float = _f(0.999, "EMA decay of the exported generator (0 = no EMA)", 0, 1)
-    log_every_kimg: float = _f(0.2, "metrics.jsonl cadence", 0)
-    sample_every_kimg: float = _f(5.0, "fixed-z sample grid cadence (0 = only at the end)", 0)
-    checkpoint_every_kimg: float = _f(5.0, "checkpoint cadence (0 = only at the end)", 0)
+    log_every_kimg: float | None = _f(None, "metrics.jsonl row every this many kimg (null = every 20 s of training "
+                                            "time; 0 = only at the end)", 0)
+    sample_every_kimg: float | None = _f(None, "fixed-z sample grid every this many kimg (null = every 3 minutes of "
+                                               "training time; 0 = only at the end)", 0)
+    checkpoint_every_kimg: float | None = _f(None, "checkpoint every this many kimg (null = every 10 minutes of "
+                                                   "training time; 0 = only at the end)", 0)
     keep_checkpoints: int = _f(2, "how many checkpoints to keep", 1)
     num_samples: int = _f(64, "images in the sample grid", 1, 1024)
     log_with: list[str] = _f(["tensorboard"], "experiment trackers, through Accelerate: tensorboard, wandb, mlflow, "

@@ -113,6 +113,9 @@ def warm_start_generator(G: nn.Module, recipe, run_dir: Path | None) -> nn.Modul
                             f"this recipe builds '{G.kind}'")
     src_res, dst_res = config.get("resolution"), G.resolution
     if src_res and dst_res != src_res:
+        if not hasattr(G, "grow"):  # only a DCGAN generator appends upsampling blocks
+            raise TransferError(f"generator.init {init} is a {src_res}px {G.kind} generator, which cannot grow; set "
+                                f"data.resolution={src_res}")
         ratio = math.log2(dst_res / src_res)
         if ratio < 0 or ratio != int(ratio):
             raise TransferError(f"generator.init {init} is {src_res}px; it can grow to {src_res * 2}, "

@@ -119,3 +119,49 @@ def no_hub(tmp_path, monkeypatch):
     """An empty Hub cache and no Hub: nothing can be loaded from or downloaded to it."""
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def host_copies(monkeypatch):
+    """A ``collections.Counter`` of the copies from host memory that ganxfer's own code starts, by call site
+    (``file:line``): ``.to(<device>)`` and ``.cuda()`` of a CPU tensor, ``copy_`` of a CPU tensor into another
+    device's, ``new_tensor``, and ``torch.tensor`` / ``torch.as_tensor`` given a device. A CPU tensor's
+    ``.to(device)`` counts whatever the device, so that a CPU run sees the copies a GPU run would make. Only
+    frames in ganxfer's own package count (not torch's, nor a venv's under a clone named ganxfer)."""
+    import functools
+    import sys
+    from collections import Counter
+
+    import torch
+
+    import ganxfer
+
+    package = str(Path(ganxfer.__file__).resolve().parent) + "/"
+    ours = functools.cache(lambda filename: str(Path(filename).resolve()).startswith(package))
+    seen: Counter = Counter()
+
+    def note() -> None:
+        frame = sys._getframe(2)
+        if ours(frame.f_code.co_filename):
+            seen[f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno}"] += 1
+
+    def wrap(owner, name: str, copies) -> None:
+        original = getattr(owner, name)
+
+        def counted(*args, **kwargs):
+            if copies(*args, **kwargs):
+                note()
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+
+    def moved(t: torch.Tensor, *args, **kwargs) -> bool:  # a device among .to's arguments (a tensor's included)
+        return t.device.type == "cpu" and torch._C._nn._parse_to(*args, **kwargs)[0] is not None
+
+    wrap(torch.Tensor, "to", moved)
+    wrap(torch.Tensor, "cuda", lambda t, *a, **k: True)
+    wrap(torch.Tensor, "copy_", lambda t, src, *a, **k: src.device.type == "cpu" and t.device.type != "cpu")
+    wrap(torch.Tensor, "new_tensor", lambda t, *a, **k: True)
+    wrap(torch, "tensor", lambda *a, **k: k.get("device") is not None)
+    wrap(torch, "as_tensor", lambda *a, **k: k.get("device", a[2] if len(a) > 2 else None) is not None)
+    return seen

@@ -13,10 +13,14 @@ def gen(seed: int = 0) -> torch.Generator:
 
 @pytest.mark.parametrize("policy", ["", "color", "translation", "translation_reflect", "cutout", FULL])
 @pytest.mark.parametrize("shape", [(4, 3, 16, 16), (2, 1, 12, 20)])
-def test_shapes_dtype_and_layout_are_kept(policy, shape):
-    x = torch.rand(shape) * 2 - 1
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_shapes_dtype_and_layout_are_kept(policy, shape, layout):
+    """The result is dense in the input's memory format (a channels-last D's images stay channels-last), with the
+    values an NCHW input gets."""
+    x = (torch.rand(shape) * 2 - 1).contiguous(memory_format=layout)
     y = DiffAugment(policy)(x, gen())
-    assert y.shape == x.shape and y.dtype == x.dtype and y.is_contiguous()
+    assert y.shape == x.shape and y.dtype == x.dtype and y.is_contiguous(memory_format=layout)
+    assert torch.allclose(y, DiffAugment(policy)(x.contiguous(), gen()), atol=1e-6)
 
 
 def test_empty_policy_is_identity():

@@ -151,6 +151,9 @@ SETS: dict[str, tuple[tuple[str, ...], str]] = {
     "kimg inf": (("train.kimg=.inf",), "train.kimg=inf is not a finite number"),
     "kimg nan": (("train.kimg=.nan",), "train.kimg=nan is not a finite number"),
     "precision bogus": (("train.mixed_precision=fp8",), "'fp8' is not one of no, bf16, fp16, auto"),
+    "fp16 with R1": (("train.mixed_precision=fp16", "loss.r1_gamma=1"),
+                     "loss.r1_gamma with train.mixed_precision=fp16 would take R1's gradient without loss scaling; "
+                     "use train.mixed_precision=bf16, or loss.r1_gamma=0"),
     "generator too large": (("data.resolution=128", "generator.ngf=1024", "generator.latent_dim=4096"),
                             "the generator would have 3,925,948,416 parameters, over ganxfer's cap"),
 }

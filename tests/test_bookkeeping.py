@@ -20,11 +20,11 @@ def test_meter_averages_each_name_over_its_own_steps():
         meter.add("loss_d", torch.tensor(x, requires_grad=True) * 1)
     meter.add("loss_g", torch.tensor(0.5))
     meter.update({"loss_g": torch.tensor(1.5), "r1": torch.tensor(8.0)})  # R1 applied on one D step of four
-    assert meter.health(acc, stop=False) == (True, False)
+    assert meter.health(acc, stop=False, due=[True, False]) == (True, False, [True, False])
     assert meter.means(acc) == {"loss_d": 3.0, "loss_g": 1.0, "r1": 8.0}
     assert meter.means(acc) == {}  # reset; names without steps are left out
     meter.add("loss_g", torch.tensor(float("nan")))
-    assert meter.health(acc, stop=True) == (False, True)
+    assert meter.health(acc, stop=True, due=[]) == (False, True, [])
 
 
 class Ticks:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ganxfer import images as images_module
-from ganxfer.data import BatchPlan, DataError, load_data, to_float, to_uint8
+from ganxfer.data import BatchPlan, DataError, Feed, load_data, to_float, to_uint8
 from ganxfer.schema import DataConfig
 
 
@@ -138,6 +138,49 @@ def test_streaming_skips_and_counts_what_in_memory_skips(anime_subset, caplog):
     for start in range(0, 40, 16):  # every streamed batch equals the in-memory one: nothing black is trained on
         idx = torch.arange(start, min(start + 16, 40))
         assert torch.equal(stream.batch(idx), mem.batch(idx))
+
+
+def test_a_feed_gives_the_plans_batches_streamed_or_in_memory_and_reads_ahead(anime_subset, tmp_path):
+    """Real faces in two classes: a Feed of the streamed set gives the images and labels that one of the in-memory
+    set gives, and that the plan names (one process's rows of a global batch of 12), across epoch boundaries (40
+    images), after a jump and after a resume at an arbitrary position, with what was read ahead dropped. While a
+    streamed batch is used, the two after it are already requested from the loader's workers."""
+    root = tmp_path / "two-classes"
+    root.mkdir()
+    for name, start in (("cats", 0), ("dogs", 20)):
+        anime_subset(20, start=start, name=name).rename(root / name)
+    mem = load_data(DataConfig(path=str(root), resolution=32))
+    stream = load_data(DataConfig(path=str(root), resolution=32, in_memory_gb=0, workers=2))
+    assert stream.pixels is None and mem.labels.tolist() == [0] * 20 + [1] * 20
+    plan, rows = BatchPlan(40, seed=5), slice(6, 12)
+    asked: list[int] = []
+
+    class Watched(Feed):  # records the starts whose indices the stream hands the loader
+        def _ahead(self, start):
+            for at, idx in zip(range(start, 10**9, self.size), super()._ahead(start), strict=False):
+                asked.append(at)
+                yield idx
+
+    def check(feeds: tuple[Feed, Feed], start: int) -> None:
+        idx = plan.indices(start, 12)[rows]
+        (a, la), (b, lb) = (feed(start) for feed in feeds)
+        assert torch.equal(a, mem.batch(idx)) and torch.equal(b, a), start
+        assert torch.equal(la, mem.labels[idx]) and torch.equal(lb, la), start
+
+    feeds = (Feed(mem, 5, 12, rows), Watched(stream, 5, 12, rows))
+    check(feeds, 0)
+    assert asked == [0, 12, 24]  # read ahead: two batches in flight
+    for start in (12, 24, 36, 48, 60, 72, 84):  # epoch boundaries at 40 and 80
+        check(feeds, start)
+    assert asked == list(range(0, 120, 12))  # each batch requested once, in order
+    check(feeds, 100)  # a jump: what was read ahead for 96 is dropped
+    assert torch.equal(stream.batch(torch.tensor([7, 31])), mem.batch(torch.tensor([7, 31])))  # a read between
+    check(feeds, 112)
+    asked.clear()
+    resumed = (Feed(mem, 5, 12, rows), Watched(stream, 5, 12, rows))  # a resume at 57 images seen
+    for start in (57, 69, 81):
+        check(resumed, start)
+    assert asked[:3] == [57, 69, 81]
 
 
 def test_a_streamed_set_of_nothing_readable_is_an_error(tmp_path):

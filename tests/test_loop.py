@@ -268,12 +268,15 @@ def test_precisions_one_after_another_in_one_process(mnist_env, tmp_path):
     assert native_precision() in ("no", "bf16")
 
 
-def test_no_host_sync_per_step(mnist_env, tmp_path, monkeypatch):
-    """Losses stay on the device: a run of 16 steps reads tensors into Python once more than a run of 8 (the
-    finiteness check every 8 steps), not 8 times more. Counted: every way a tensor's value reaches ganxfer's code
-    (torch's own reads, such as Adam's step count, which lives on the CPU by design, are not host syncs). Only
-    frames in ganxfer's own package count, wherever the clone and the venv live (a venv inside a clone named
-    ganxfer holds torch under a path with /ganxfer/ in it)."""
+def test_no_host_sync_per_step(mnist_env, tmp_path, monkeypatch, host_copies):
+    """Losses stay on the device, and so do the images and labels: a run of 16 steps reads tensors into Python,
+    and copies host memory to the device, exactly as often as a run of 9. Both check health twice (every 8 steps
+    and at the end) and write one log row, two grids and one checkpoint; a read or a copy per step would make
+    7 more. Counted reads: every way a tensor's value reaches ganxfer's code (torch's own reads, such as Adam's
+    step count, which lives on the CPU by design, are not host syncs); copies: see ``host_copies``, which counts
+    a CPU tensor's ``.to(device)`` on the CPU too. Only frames in ganxfer's own package count, wherever the
+    clone and the venv live (a venv inside a clone named ganxfer holds torch under a path with /ganxfer/ in it).
+    The D is class-conditional, so that the real labels take part."""
     import functools
     import sys
     from pathlib import Path
@@ -291,15 +294,20 @@ def test_no_host_sync_per_step(mnist_env, tmp_path, monkeypatch):
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
-    counts = []
-    for kimg in ("0.128", "0.256"):  # 8 and 16 steps of 16 images; one log row, grid and checkpoint each
+    counts, copies = [], []
+    for kimg in ("0.144", "0.256"):  # 9 and 16 steps of 16 images
         reads["n"] = 0
+        host_copies.clear()
         res = cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", f"train.kimg={kimg}",
-                  "--set", f"train.log_every_kimg={kimg}", "--set", "loss.r1_gamma=1", "--set", "loss.r1_every=2",
-                  "--run-dir", tmp_path / kimg)
+                  "--set", f"train.log_every_kimg={kimg}", "--set", "train.sample_every_kimg=0",
+                  "--set", "train.checkpoint_every_kimg=0", "--set", "loss.r1_gamma=1", "--set", "loss.r1_every=2",
+                  "--set", "discriminator.conditional=10", "--run-dir", tmp_path / kimg)
         assert res.exit_code == 0, res.output
         counts.append(reads["n"])
-    assert 0 < counts[1] - counts[0] <= 2, counts  # health(): one read of the finite flags, one of the stop flag
+        copies.append(dict(host_copies))
+    assert counts[0] > 0 and counts[1] == counts[0], counts
+    per_step = {site: (copies[0].get(site, 0), n) for site, n in copies[1].items() if n != copies[0].get(site, 0)}
+    assert copies[0] and not per_step, per_step  # the build's copies (e.g. the fixed latents) are seen
 
 
 def test_frozen_discriminator_passes_gradient_to_the_images_only():
@@ -353,3 +361,130 @@ def test_classifier_head_learns_the_real_labels(mnist_env, tmp_path):
         res = cli("train", "recipes/mnist_projected.yaml", "--set", "loss.classifier=1",
                   *[a for s in sets for a in ("--set", s)], "--run-dir", tmp_path / "bad")
         assert res.exit_code != 0 and hint in res.output, res.output
+
+
+def test_cadence_by_images_or_by_training_time():
+    """A kimg setting counts images (0: never, only the run's end); without one the cadence counts seconds."""
+    from ganxfer.bookkeeping import Cadence
+
+    every_32 = Cadence(0.032, 20)
+    assert [every_32.by_images(a, a + 16) for a in range(0, 96, 16)] == [False, True, False, True, False, True]
+    assert not every_32.by_time(0, 1000)  # a kimg setting wins over the clock
+    assert not any(Cadence(0, 20).by_images(a, a + 16) for a in range(0, 1000, 16))
+    timed = Cadence(None, 20)
+    assert not timed.by_images(0, 10**6)
+    assert [timed.by_time(s, s + 8) for s in range(0, 48, 8)] == [False, False, True, False, True, False]
+
+
+def test_default_cadence_follows_training_time(mnist_env, tmp_path, monkeypatch):
+    """With no kimg cadence in the recipe, log rows, grids and checkpoints come every so many seconds of training
+    time (here shortened), however fast the steps are; a kimg setting still wins."""
+    import ganxfer.loop
+
+    monkeypatch.setattr(ganxfer.loop, "LOG_S", 1.0)
+    monkeypatch.setattr(ganxfer.loop, "GRID_S", 2.0)
+    monkeypatch.setattr(ganxfer.loop, "CHECKPOINT_S", 3.0)
+    monkeypatch.setattr(ganxfer.loop, "CHECK_EVERY", 1)  # the clock is read every step: a busy machine's slow steps
+    run = tmp_path / "timed"
+    res = cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.log_every_kimg=null",
+              "--set", "train.kimg=1000", "--set", "train.minutes=0.12", "--set", "train.keep_checkpoints=100",
+              "--set", "train.log_with=[]", "--run-dir", run)
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["wall_s"] for r in rows if "loss_d" in r]
+    wall = logged[-1]
+    assert wall >= 7.2  # the 0.12-minute budget
+    assert len({int(s // 1.0) for s in logged[:-1]}) == len(logged) - 1 >= 3  # at most one per s, and the end
+    steps = [r["step"] for r in rows if "loss_d" in r]
+    assert steps[-1] > 3 * len(steps)  # rows by time, not one per step
+    grids = sorted(int(p.stem) for p in (run / "samples").iterdir())
+    assert 1 <= len(grids) - 2 <= wall // 2 + 1  # at most one per 2 s, kimg 0, the end (and 1 kimg)
+    saved = checkpoints(run)
+    assert 2 <= len(saved) <= wall // 3 + 1  # at most one per 3 s, and the end
+
+    run = tmp_path / "by_kimg"  # an explicit kimg cadence wins over the clock
+    res = cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=0.256", "--set", "train.log_with=[]",
+              "--set", "train.checkpoint_every_kimg=0.128", "--set", "train.sample_every_kimg=0", "--run-dir", run)
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in rows if "loss_d" in r] == [0.032 * k for k in range(1, 9)]
+    assert [p.name for p in checkpoints(run)] == ["step-000000000128", "step-000000000256"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["000000000.png", "000000256.png"]
+
+
+def test_channels_last_runs_g_and_d_end_to_end(mnist_env, tmp_path, monkeypatch):
+    """train.channels_last: G's and D's weights are channels-last, and so are G's images and every image D judges
+    (the reals and, through DiffAugment, the fakes); switched off, all are NCHW."""
+    from ganxfer.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+
+    seen: list[tuple[str, torch.Tensor]] = []
+    for cls, role in ((DCGANGenerator, "G"), (DCGANDiscriminator, "D")):
+        def forward(self, x, *args, _original=cls.forward, _role=role, **kwargs):
+            out = _original(self, x, *args, **kwargs)
+            seen.extend((f"{_role} weight", p) for p in self.parameters() if p.dim() == 4)
+            seen.append((f"{_role} {'images' if _role == 'G' else 'input'}", out if _role == "G" else x))
+            return out
+
+        monkeypatch.setattr(cls, "forward", forward)
+    for on in (True, False):
+        seen.clear()
+        res = cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "data.channels=3", "--set", "train.kimg=0.032",
+                  "--set", "augment.policy=color,translation,cutout", "--set", f"train.channels_last={str(on).lower()}",
+                  "--run-dir", tmp_path / str(on))
+        assert res.exit_code == 0, res.output
+        assert {what for what, _ in seen} == {"G weight", "G images", "D weight", "D input"}
+        layout = torch.channels_last if on else torch.contiguous_format
+        wrong = [what for what, t in seen if not t.is_contiguous(memory_format=layout)]
+        assert not wrong, (on, sorted(set(wrong)))
+
+
+def test_spectral_norm_iterates_once_per_d_step(mnist_env, tmp_path, monkeypatch):
+    """Spectral norm's power iteration runs once per D step in training: D's forwards on the reals and the fakes
+    divide by one estimate, and the G step does not move it (torch would iterate on each of the three forwards)."""
+    from collections import Counter
+
+    from torch.nn.utils.parametrizations import _SpectralNorm
+
+    calls: Counter = Counter()
+    original = _SpectralNorm._power_method
+
+    def counted(self, weight_mat, n_power_iterations):
+        if n_power_iterations == self.n_power_iterations:  # not the 15 iterations at construction
+            calls[id(self)] += 1
+        return original(self, weight_mat, n_power_iterations)
+
+    monkeypatch.setattr(_SpectralNorm, "_power_method", counted)
+    res = cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "discriminator.norm=spectral",
+              "--set", "train.d_steps=2", "--set", "train.kimg=0.128", "--run-dir", tmp_path / "run")
+    assert res.exit_code == 0, res.output
+    # 4 normalised convs, each iterated once as torch registers it, then in each of the 8 D steps (4 x 2)
+    assert len(calls) == 4 and set(calls.values()) == {1 + 8}, calls
+
+
+def test_fused_adam_resumes_channels_last_state_exactly():
+    """The loop's Adam is fused where torch has it (CPU float tensors); a checkpoint's optimizer state, stored NCHW,
+    takes the layout of channels-last parameters when loaded, so the next step is the uninterrupted one (fused Adam
+    reads parameter and state as flat memory: NCHW state would update them wrongly, with no error)."""
+    from ganxfer.checkpoint import _join, _split
+    from ganxfer.loop import fused_adam, optimizer_groups
+    from ganxfer.nets.dcgan import DCGANDiscriminator
+
+    torch.manual_seed(0)
+    nets = [DCGANDiscriminator(32, 3, 8).to(memory_format=torch.channels_last) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [fused_adam(optimizer_groups(d, 1e-2), (0.5, 0.99)) for d in nets]
+    assert all(o.param_groups[0]["fused"] for o in opts)
+    x = torch.randn(4, 3, 32, 32)
+
+    def step(d: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+        opt.zero_grad(set_to_none=True)
+        d(x).logits.square().mean().backward()
+        opt.step()
+
+    for d, o in zip(nets, opts, strict=True):
+        step(d, o)
+    tensors: dict[str, torch.Tensor] = {}
+    opts[1].load_state_dict(_join(_split(opts[1].state_dict(), "opt_d", tensors), tensors))  # as a resume does
+    for d, o in zip(nets, opts, strict=True):
+        step(d, o)
+    assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True))

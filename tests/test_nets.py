@@ -3,7 +3,9 @@ import copy
 import pytest
 import torch
 
+from ganxfer.losses import r1_penalty
 from ganxfer.nets import build_from_config, export_model, load_model
+from ganxfer.nets.base import spectral_norm_held, spectral_norms
 from ganxfer.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 
 
@@ -153,3 +155,33 @@ def test_unbatched_discriminator_judges_each_image_on_its_own(tmp_path, norm):
     assert torch.equal(again(x).logits, unbatched(x).logits)
     with pytest.raises(ValueError, match="use one of batch, spectral, none"):
         DCGANDiscriminator(norm="layer")
+
+
+def estimates(d: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Spectral norm's u and v of every normalised weight, copied."""
+    return {k: v.clone() for k, v in d.state_dict().items() if k.endswith(("._u", "._v"))}
+
+
+def test_spectral_norm_held_advances_the_estimate_once_per_d_step():
+    """A D step's forwards (reals with R1's double backward, fakes) divide by one estimate, advanced by one power
+    iteration on entering, as one train-mode forward would advance it; the G step's forward leaves it where it is;
+    afterwards each normalisation is in the mode it was in. Unheld, each train-mode forward iterates again."""
+    torch.manual_seed(0)
+    D = DCGANDiscriminator(32, 3, 8, norm="spectral").train()
+    assert len(spectral_norms(D)) == 4 and estimates(D)
+    once, unheld = copy.deepcopy(D), copy.deepcopy(D)
+    real, fake = torch.randn(4, 3, 32, 32, requires_grad=True), torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        once(fake)  # one power iteration per weight
+    with spectral_norm_held(D, advance=True):
+        logits = D(real).logits
+        (D(fake).logits.mean() - logits.mean() + r1_penalty(real, logits)).backward()
+        assert torch.equal(D(fake).logits, once.eval()(fake).logits)  # the advanced estimate, not iterated again
+    after_d = estimates(D)
+    assert all(torch.equal(v, estimates(once)[k]) for k, v in after_d.items())
+    with spectral_norm_held(D):  # the G step
+        D(fake).logits.mean().backward()
+    assert all(torch.equal(v, after_d[k]) for k, v in estimates(D).items())
+    assert all(p.training for m, name in spectral_norms(D) for p in m.parametrizations[name])
+    unheld(real), unheld(fake)
+    assert not all(torch.equal(v, after_d[k]) for k, v in estimates(unheld).items())

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import safetensors.torch
@@ -188,6 +189,39 @@ def test_projected_partial_backbone_two_processes(lite0_cache, anime_dir, tmp_pa
     assert any(not torch.equal(body[k], ref[k]) for k in late if k.endswith("weight"))
 
 
+def hub_faces(cache: Path, faces: list[Path]) -> None:
+    """A Hub dataset repo of one parquet shard of these JPEG faces (an Image feature, as `datasets` stores it),
+    placed in huggingface_hub's cache layout under ``cache``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    snapshot = cache / "datasets--someone--faces" / "snapshots" / ("a" * 40)
+    (snapshot / "data").mkdir(parents=True)
+    (cache / "datasets--someone--faces" / "refs").mkdir()
+    (cache / "datasets--someone--faces" / "refs" / "main").write_text("a" * 40)
+    image = pa.array([{"bytes": f.read_bytes(), "path": f.name} for f in faces],
+                     type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    pq.write_table(pa.table({"image": image}), snapshot / "data" / "train-00000-of-00001.parquet")
+
+
+def test_the_main_process_extracts_and_embeds_first(lite0_cache, anime_dir, tmp_path):
+    """Two processes on a hub: dataset of parquet shards with data.select: the main process extracts the images
+    and embeds them for the selection (and caches both) while the other waits, which then finds both cached:
+    one extraction and one embedding between them, not a race of two."""
+    cache = tmp_path / "hf-cache"
+    shutil.copytree(lite0_cache, cache / lite0_cache.name)
+    hub_faces(cache, [anime_dir / f"{i:05d}.jpg" for i in range(128)])
+    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "GANXFER_CACHE": str(tmp_path / "ganxfer-cache")}
+    run = tmp_path / "run"
+    output = torchrun(run, "--set", "train.kimg=0.032", "--set", "data.path=hub:someone/faces",
+                      "--set", "data.select=0.9", extra_env=env)
+    assert_two_processes(run, output, [0.032])
+    assert output.count("extracted 128 images from 1 parquet shard(s)") == 1
+    assert output.count("features of 128 images from hub:someone/faces in") == 1  # computed and cached once
+    assert output.count("features of hub:someone/faces: cache hit") == 1  # and read by the other process
+    assert output.count("kept the 115 most typical of 128 images") == 2
+
+
 def test_world_size_without_a_launcher_is_one_line(mnist_data, tmp_path):
     """WORLD_SIZE=2 set by hand, no launcher: no process could meet the other; one line says how to launch."""
     env = {**os.environ, **ONE_THREAD, "WORLD_SIZE": "2"}
@@ -199,6 +233,43 @@ def test_world_size_without_a_launcher_is_one_line(mnist_data, tmp_path):
     assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "WORLD_SIZE=2" in errors[0] and "torchrun --nproc_per_node N" in errors[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_sync_batchnorm_counts_in_python_and_keeps_r1s_gradient(mnist_data, monkeypatch, host_copies):
+    """SyncBatchNorm in a world of two processes holding the same real digits (the all-reduce doubles what it is
+    given): D's scores and its R1 gradient penalty's weight gradients (a gradient of a gradient through the
+    all-reduce) are those of plain BatchNorm on the digits, and a forward copies nothing from the host."""
+    import copy
+
+    import torch.distributed as dist
+
+    from ganxfer.data import load_data, to_float
+    from ganxfer.nets.dcgan import DCGANDiscriminator
+    from ganxfer.parallel import sync_batchnorm
+    from ganxfer.schema import DataConfig
+
+    monkeypatch.setenv("GANXFER_DATA", str(mnist_data.parents[2]))
+    x = to_float(load_data(DataConfig(path="mnist", resolution=32, channels=1, limit=16)).pixels)
+    torch.manual_seed(0)
+    plain = DCGANDiscriminator(32, 1, ndf=8).train()
+    synced = sync_batchnorm(copy.deepcopy(plain))
+
+    def r1(D: torch.nn.Module) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        images = x.clone().requires_grad_(True)
+        scores = D(images).logits
+        (grad,) = torch.autograd.grad(scores.sum(), images, create_graph=True)
+        grad.square().sum().backward()
+        return scores.detach(), [p.grad for p in D.parameters()]
+
+    want = r1(plain)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda *a: 2)
+    monkeypatch.setattr(dist, "all_reduce", lambda t, *a, **k: t.mul_(2))
+    got = r1(synced)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-4, atol=1e-5)
+    for g, w in zip(got[1], want[1], strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-3, atol=1e-5)
+    assert not [site for site in host_copies if site.startswith("parallel.py")], host_copies
 
 
 def test_sync_batchnorm_converts_only_plain_batchnorm_and_back(lite0_cache):

@@ -1,3 +1,4 @@
+import copy
 import json
 import math
 
@@ -11,7 +12,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from ganxfer.augment import DiffAugment
 from ganxfer.cli import main
 from ganxfer.data import to_float
-from ganxfer.loop import optimizer_groups
+from ganxfer.loop import frozen, optimizer_groups
 from ganxfer.losses import d_loss, g_loss, r1_penalty
 from ganxfer.nets import backbones, build_discriminator, export_model, load_model, read_config
 from ganxfer.nets.dcgan import DCGANGenerator
@@ -240,6 +241,48 @@ def test_features_of_a_frozen_backbone_outlive_a_d_update():
     for mode in ("finetune", "partial"):  # a trained backbone moves the features: nothing to reuse
         assert not ProjectedDiscriminator("test_efficientnet", resolution=32, head_channels=8, mode=mode,
                                           trainable_from=1).fixed_features
+
+
+@pytest.mark.parametrize("name", ["test_efficientnet", "test_vit"])
+def test_frozen_backbone_runs_in_the_autocast_dtype_as_a_copy(name, monkeypatch):
+    """Under bf16 autocast a frozen backbone runs as a copy whose conv and linear weights are bf16 already: the
+    features and the gradient to the images that autocast gives by casting the backbone's weights on every pass,
+    from a copy taken once, and again after the weights change. The backbone's own weights (the state dict,
+    checkpoints, exports) and its fp32 features stay as they are."""
+    torch.manual_seed(0)
+    D = ProjectedDiscriminator(name, resolution=32, head_channels=8, projection=True)
+    x = (torch.rand(4, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
+
+    def run(d: ProjectedDiscriminator) -> tuple[list[torch.Tensor], torch.Tensor]:
+        feats = d.features(x)
+        (grad,) = torch.autograd.grad(sum(f.float().square().mean() for f in feats), x)
+        return [f.detach() for f in feats], grad
+
+    fp32 = run(D)
+    with bf16:
+        cast = run(D)
+        low = D.low_precision[1]
+        assert run(D) and D.low_precision[1] is low  # taken once
+    layers = [m for m in low.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert layers and all(p.dtype == torch.bfloat16 for m in layers for p in m.parameters())
+    assert all(v.dtype == torch.float32 for v in D.state_dict().values() if v.is_floating_point())
+    plain = copy.deepcopy(D)
+    monkeypatch.setattr(plain, "_backbone_for", lambda _: plain.backbone)  # autocast casts on every pass
+    with bf16:
+        assert all(torch.equal(a, b) for a, b in zip([*cast[0], cast[1]], [*run(plain)[0], run(plain)[1]],
+                                                        strict=True))
+    assert all(torch.equal(a, b) for a, b in zip([*fp32[0], fp32[1]], [*run(D)[0], run(D)[1]], strict=True))
+    other = ProjectedDiscriminator(name, resolution=32, head_channels=8, projection=True)
+    D.load_state_dict(other.state_dict())  # a resume: the copy follows the loaded weights
+    monkeypatch.setattr(other, "_backbone_for", lambda _: other.backbone)
+    with bf16:
+        assert all(torch.equal(a, b) for a, b in zip(run(D)[0], run(other)[0], strict=True))
+        assert D.low_precision[1] is not low
+        trained = ProjectedDiscriminator(name, resolution=32, head_channels=8, mode="finetune")
+        with frozen(trained):  # a trained backbone in the G step: its weights move between steps, no copy
+            trained.features(x)
+        assert trained.low_precision is None
 
 
 def test_r1_through_the_backbone():

@@ -22,6 +22,21 @@ def test_shipped_recipes_validate(path, monkeypatch):
     assert recipe.name == path.stem
 
 
+def test_gpu_headline_is_the_headline_at_a_gpu_batch():
+    """anime_from_mnist_gpu changes only the batch, the budget and the EMA decay, which keeps the EMA's half-life
+    in images: 0.999 per step of 32 images and 0.992 per step of 256 halve within 2% of the same images."""
+    import math
+
+    from ganxfer.recipe import flat
+
+    cpu, gpu = flat(load_recipe("anime_from_mnist")), flat(load_recipe("anime_from_mnist_gpu"))
+    changed = {k for k in cpu if cpu[k] != gpu[k]}
+    assert changed == {"name", "train.batch_size", "train.kimg", "train.minutes", "train.ema"}
+    half_life = {r["name"]: math.log(0.5) / math.log(r["train.ema"]) * r["train.batch_size"] for r in (cpu, gpu)}
+    assert half_life["anime_from_mnist_gpu"] == pytest.approx(half_life["anime_from_mnist"], rel=0.02)
+    assert gpu["train.batch_size"] >= 8 * 32 and gpu["train.minutes"] * 1.5e4 * 60 / 1000 <= gpu["train.kimg"]
+
+
 def test_defaults_and_types(tmp_path):
     r = load_recipe(write(tmp_path, "name: x\ntrain: {kimg: 3}\n"))
     assert isinstance(r, Recipe)

@@ -22,6 +22,7 @@ from torch import nn
 from ganxfer.errors import GanxferError
 from ganxfer.nets.base import hub_config
 from ganxfer.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from ganxfer.nets.fastgan import FastGANGenerator
 from ganxfer.nets.projected import ProjectedDiscriminator
 from ganxfer.schema import RecipeError, check_model_values
 from ganxfer.version import __version__
@@ -78,6 +79,7 @@ def _projected_discriminator(r: Recipe) -> dict:
 # (role, kind) -> network; a new architecture is one row here.
 REGISTRY: dict[tuple[str, str], Entry] = {
     ("generator", "dcgan"): Entry(DCGANGenerator, _dcgan_generator),
+    ("generator", "fastgan"): Entry(FastGANGenerator, _dcgan_generator),  # the same keys as dcgan
     ("discriminator", "dcgan"): Entry(DCGANDiscriminator, _dcgan_discriminator),
     ("discriminator", "projected"): Entry(ProjectedDiscriminator, _projected_discriminator),
 }

@@ -10,6 +10,7 @@ State-dict keys: ``backbone.`` + timm's own names, ``projection.*`` (fixed, save
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -53,6 +54,17 @@ class RandomProjection(nn.Module):
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
             out.insert(0, self.csm[i](x))
         return out
+
+
+def cast_for_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of ``model`` whose conv and linear weights and biases are in ``dtype``: what autocast would cast
+    them to on every call, so that under autocast the copy computes the same values with no cast. The rest
+    (normalisation layers, embeddings) keeps its dtype, as autocast leaves it."""
+    low = copy.deepcopy(model).requires_grad_(False)
+    for m in low.modules():
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+            m.to(dtype)
+    return low
 
 
 def sn_conv(*args, **kwargs) -> nn.Module:
@@ -192,6 +204,7 @@ class ProjectedDiscriminator(
         config["out_indices"] = list(self.out_indices)
         for key in ("pretrained", "pretrained_file"):
             config.pop(key, None)
+        self.low_precision: tuple[tuple, nn.Module] | None = None  # see _backbone_for; not in the state dict
         self.train()
 
     def train(self, mode: bool = True) -> ProjectedDiscriminator:
@@ -200,6 +213,25 @@ class ProjectedDiscriminator(
         for name in self.frozen_modules:
             self.backbone.get_submodule(name).eval()
         return self
+
+    def _apply(self, fn, recurse: bool = True):
+        self.low_precision = None  # moved or converted weights: the copy is taken again from them
+        return super()._apply(fn, recurse)
+
+    def _backbone_for(self, x: torch.Tensor) -> nn.Module:
+        """The backbone that runs on ``x``. Under autocast, a frozen backbone runs as a copy whose conv and linear
+        weights are already in the autocast dtype (:func:`cast_for_autocast`): the same values, without autocast
+        casting every weight on every pass (it caches casts only of weights that train). The copy is taken at the
+        first such pass and again whenever the backbone's weights change (load_state_dict, in-place edits, moves);
+        the backbone's own weights, which the state dict, checkpoints and exports hold, stay as they are."""
+        kind = x.device.type
+        if self.mode != "frozen" or not torch.is_autocast_enabled(kind):
+            return self.backbone
+        tensors = [*self.backbone.parameters(), *self.backbone.buffers()]
+        key = (torch.get_autocast_dtype(kind), x.device, sum(t._version for t in tensors))
+        if self.low_precision is None or self.low_precision[0] != key:
+            self.low_precision = key, cast_for_autocast(self.backbone, key[0])
+        return self.low_precision[1]
 
     def optimizer_groups(self, lr: float) -> list[dict]:
         """Trainable parameters: heads at ``lr``, backbone at ``lr * backbone_lr_mult``."""
@@ -214,7 +246,7 @@ class ProjectedDiscriminator(
         x = x * self.scale + self.shift
         if self.input_size and x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        feats = backbones.features(self.backbone, x, self.out_indices)
+        feats = backbones.features(self._backbone_for(x), x, self.out_indices)
         return self.projection(feats) if self.projection is not None else feats
 
     @property
