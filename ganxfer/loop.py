@@ -35,7 +35,7 @@ from ganxfer.images import make_sheet, write_grid
 from ganxfer.lock import RunLock
 from ganxfer.metrics import COLLAPSE_GRID, spread, thumbnails
 from ganxfer.nets import build_discriminator, build_generator, export_model
-from ganxfer.nets.base import spectral_norm_held
+from ganxfer.nets.base import spectral_norm_held, spectral_norms
 from ganxfer.objective import Judge, Objective, Reals, batch_error
 from ganxfer.parallel import accelerator, local_batchnorm, main_process_first, resolve_precision, sync_batchnorm
 from ganxfer.recipe import Recipe, flat
@@ -322,6 +322,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         fixed_z = torch.randn(tr.num_samples, recipe.generator.latent_dim,
                               generator=torch.Generator().manual_seed(recipe.seed)).to(acc.device)
         nets, optimizers = {"G": G_raw, "D": D_raw, "ema": ema}, {"opt_g": opt_g, "opt_d": opt_d}
+        d_norms = spectral_norms(D_raw)  # D's spectral-normalised weights, which each step holds
 
         total = round(tr.kimg * 1000)
         per_iter = tr.batch_size * tr.d_steps  # the budget is met in whole iterations
@@ -382,7 +383,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     with acc.autocast():
                         with torch.set_grad_enabled(last_d):  # the last D step's fakes keep their graph for G's step
                             fakes = objective.generate(G, z)
-                        with spectral_norm_held(D_raw, advance=True):  # one power iteration per D step
+                        with spectral_norm_held(D_raw, advance=True, found=d_norms):  # one iteration per D step
                             loss, terms = objective.d_loss(judge, reals, fakes, counters.d_step, keep=last_d)
                     opt_d.zero_grad(set_to_none=True)
                     acc.backward(loss)
@@ -392,7 +393,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     counters.d_step += 1
 
                 with acc.no_sync(D), frozen(D):  # D's weights get no gradient in the G step, and no all-reduce
-                    with acc.autocast(), spectral_norm_held(D_raw):  # nor does its spectral norm estimate move
+                    with acc.autocast(), spectral_norm_held(D_raw, found=d_norms):  # nor does its estimate move
                         loss, terms = objective.g_loss(judge, fakes, counters.images_seen / 1e3)
                     opt_g.zero_grad(set_to_none=True)
                     acc.backward(loss)

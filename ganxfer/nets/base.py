@@ -42,13 +42,14 @@ def spectral_norms(model: nn.Module) -> list[tuple[nn.Module, str]]:
 
 
 @contextmanager
-def spectral_norm_held(model: nn.Module, advance: bool = False) -> Iterator[None]:
+def spectral_norm_held(model: nn.Module, advance: bool = False,
+                       found: list[tuple[nn.Module, str]] | None = None) -> Iterator[None]:
     """Spectral norm's estimate of each weight's largest singular value (its ``u`` and ``v``) stays put inside
     the block: the power iteration that torch runs on every train-mode forward is off, and the normalised weight
     reads the estimate as it is. With ``advance``, one power iteration runs on entering (in train mode only, as a
     train-mode forward would run it), so every forward of a D step divides by the same estimate, advanced once
     per step; without it (the G step) the estimate does not move."""
-    found = spectral_norms(model)
+    found = spectral_norms(model) if found is None else found  # a training step passes them, found once
     norms = [p for m, name in found for p in m.parametrizations[name] if isinstance(p, _SpectralNorm)]
     if advance:
         with torch.no_grad():
