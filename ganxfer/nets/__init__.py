@@ -47,9 +47,16 @@ class Entry:
     kwargs: Callable[[Recipe], dict]
 
 
-def _dcgan_generator(r: Recipe) -> dict:
+def _generator(r: Recipe) -> dict:
     g = r.generator
     return dict(resolution=r.data.resolution, channels=r.data.channels, ngf=g.ngf, latent_dim=g.latent_dim)
+
+
+def _dcgan_generator(r: Recipe) -> dict:
+    g = r.generator
+    extras = dict(noise=True) if g.noise else {}
+    extras |= dict(excitation=True) if g.excitation else {}
+    return _generator(r) | extras
 
 
 def _ac_classes(r: Recipe) -> int:
@@ -79,7 +86,7 @@ def _projected_discriminator(r: Recipe) -> dict:
 # (role, kind) -> network; a new architecture is one row here.
 REGISTRY: dict[tuple[str, str], Entry] = {
     ("generator", "dcgan"): Entry(DCGANGenerator, _dcgan_generator),
-    ("generator", "fastgan"): Entry(FastGANGenerator, _dcgan_generator),  # the same keys as dcgan
+    ("generator", "fastgan"): Entry(FastGANGenerator, _generator),
     ("discriminator", "dcgan"): Entry(DCGANDiscriminator, _dcgan_discriminator),
     ("discriminator", "projected"): Entry(ProjectedDiscriminator, _projected_discriminator),
 }
