@@ -57,9 +57,6 @@ def recalibrated(generator: nn.Module, batches: int = 16, batch_size: int = 64, 
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: every batch weighs the same
     copied.train()
-    for m in copied.modules():  # a noise layer adds its stored map, as in eval mode: the statistics it will see
-        if hasattr(m, "fixed"):
-            m.fixed = True
     device = next(copied.parameters()).device
     rng = torch.Generator().manual_seed(seed)
     for _ in range(batches):

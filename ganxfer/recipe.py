@@ -270,7 +270,7 @@ PARENTS: list[tuple[tuple[str, ...], Callable[[Recipe], bool], str]] = [
     (("generator.freeze_blocks", "generator.code_gain", "generator.balance_latent"),
      lambda r: bool(r.generator.init), "generator.init (a warm start)"),
     (("discriminator.freeze_blocks",), lambda r: bool(r.discriminator.init), "discriminator.init (a warm start)"),
-    (("generator.noise", "generator.excitation"), lambda r: r.generator.kind == "dcgan",
+    (("generator.excitation",), lambda r: r.generator.kind == "dcgan",
      "generator.kind=dcgan (FastGAN-lite has its own excitation)"),
     (("discriminator.ndf", "discriminator.norm"), lambda r: r.discriminator.kind == "dcgan",
      "discriminator.kind=dcgan (a projected D's pixel D has discriminator.pixel_ndf and pixel_norm)"),

@@ -81,8 +81,6 @@ class GeneratorConfig:
     code_gain: float = _f(1.0, "warm start with discriminator.conditional=K: multiply the first layer's weights "
                                "that read the code z[:K] by this, so G switches between classes over a narrower "
                                "band of codes (1 = as loaded)", 0.1, 100)
-    noise: bool = _f(False, "dcgan: FastGAN's noise injection after each upsampling conv (its weight starts at 0, "
-                            "so a warm start draws what it drew)")
     excitation: bool = _f(False, "dcgan: FastGAN's skip-layer excitation, channel gates on the last hidden block "
                                  "read from the 4x4 block (the gates start at 1)")
     balance_latent: bool = _f(False, "warm start of a dcgan generator: scale down the first layer's weights that "

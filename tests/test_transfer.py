@@ -297,3 +297,41 @@ def test_a_damaged_transfer_report_is_written_again(tmp_path):
         (tmp_path / "transfer.json").write_text(damaged)
         _publish(report, tmp_path, "generator")
         assert json.loads((tmp_path / "transfer.json").read_text()) == {"generator": report}
+
+
+def test_excitation_starts_as_the_warm_start(gray_source, anime_dir, monkeypatch, tmp_path):
+    """generator.excitation adds FastGAN's skip-layer excitation as new tensors that change nothing at step 0:
+    the warm start draws its source's images, and the report lists exactly those tensors as new."""
+    monkeypatch.setenv("GANXFER_DATA", str(anime_dir.parent))
+    run = tmp_path / "run"
+    res = finetune(*SMALL, "--set", "data.resolution=32", "--set", f"generator.init={gray_source}",
+                   "--set", "generator.excitation=true", "--set", "train.kimg=0", "--set", "train.bn_batches=0",
+                   "--run-dir", run)
+    assert res.exit_code == 0, res.output
+    src, dst = load_model(gray_source), load_model(run / "generator")
+    assert dst.excitation
+    z = torch.randn(8, 16)
+    for mode in (False, True):  # eval mode and training mode (BatchNorm on the batch)
+        assert torch.equal(dst.train(mode)(z), src.train(mode)(z).expand(-1, 3, -1, -1))
+    report = json.loads((run / "transfer.json").read_text())["generator"]
+    assert report["new"] == ["excite.gate.1.weight", "excite.gate.3.weight"]
+
+
+def test_excitation_gates_each_image_by_its_coarse_features():
+    """Once its last conv has weights, the excitation scales the last hidden block's channels differently for
+    each image, by what the 4x4 block drew for it, within (0, 2)."""
+    g = DCGANGenerator(resolution=32, ngf=8, latent_dim=16, excitation=True).eval()
+    z = torch.randn(4, 16)
+    plain = g(z)
+    with torch.no_grad():
+        g.excite.gate[-1].weight.normal_()
+        early = g.blocks[0](z.view(4, 16, 1, 1))
+        gates = 2 * torch.sigmoid(g.excite.gate(early))
+    assert gates.shape == (4, 8, 1, 1) and 0 < gates.min() and gates.max() < 2
+    assert (gates.std(0) > 1e-3).all()  # each image its own gates
+    assert not torch.equal(g(z), plain)
+
+
+def test_excitation_needs_a_dcgan_generator():
+    with pytest.raises(RecipeError, match="generator.excitation=True does nothing unless generator.kind=dcgan"):
+        load_recipe("recipes/anime_pg.yaml", ["generator.excitation=true"])

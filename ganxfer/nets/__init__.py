@@ -53,10 +53,7 @@ def _generator(r: Recipe) -> dict:
 
 
 def _dcgan_generator(r: Recipe) -> dict:
-    g = r.generator
-    extras = dict(noise=True) if g.noise else {}
-    extras |= dict(excitation=True) if g.excitation else {}
-    return _generator(r) | extras
+    return _generator(r) | (dict(excitation=True) if r.generator.excitation else {})
 
 
 def _ac_classes(r: Recipe) -> int:

@@ -57,25 +57,6 @@ def class_term(maps: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
     return maps.gather(1, index)
 
 
-class NoiseInjection(nn.Module):
-    """FastGAN's (and StyleGAN's) per-pixel noise: ``x + weight * n``, one map ``n`` per image, ``weight`` starting
-    at 0. In training ``n`` is drawn afresh; in eval mode, and while ``fixed`` (BatchNorm recalibration), it is one
-    stored map (StyleGAN's ``noise_mode='const'``), so ``sample(seed)`` draws the same images every time."""
-
-    def __init__(self, size: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1))
-        self.register_buffer("const", torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(size)))
-        self.fixed = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and not self.fixed:
-            noise = torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)
-        else:
-            noise = self.const.to(x.dtype)
-        return x + self.weight.to(x.dtype) * noise
-
-
 class SkipExcitation(nn.Module):
     """FastGAN's skip-layer excitation: per-channel gates on a late feature map, read from an early one:
     ``late * 2 sigmoid(g(early))``. The last conv of ``g`` starts at zero, so the gates start at exactly 1."""
@@ -103,8 +84,8 @@ class DCGANGenerator(
         latent_dim: size of z.
         grow: extra ngf->ngf upsampling blocks appended after a generator built for
             ``resolution / 2**grow`` (how a transferred 32px generator becomes a 64px one).
-        noise: a :class:`NoiseInjection` after each upsampling conv (before its BatchNorm), weight 0 at start.
-        excitation: a :class:`SkipExcitation` from the 4x4 block to the last hidden block, gates 1 at start.
+        excitation: FastGAN's skip-layer excitation (:class:`SkipExcitation`): the 4x4 block's features gate the
+            channels of the last hidden block; the gates start at exactly 1.
     """
 
     kind = "dcgan"
@@ -113,10 +94,10 @@ class DCGANGenerator(
     channel_tensors = {"to_rgb.weight": (1, "output")}  # what transfer may adapt between 1 and 3 channels
 
     def __init__(self, resolution: int = 64, channels: int = 3, ngf: int = 64, latent_dim: int = 100,
-                 grow: int = 0, noise: bool = False, excitation: bool = False) -> None:
+                 grow: int = 0, excitation: bool = False) -> None:
         super().__init__()
         self.resolution, self.channels, self.latent_dim = resolution, channels, latent_dim
-        self.ngf, self.grow, self.noise, self.excitation = ngf, grow, noise, excitation
+        self.ngf, self.grow, self.excitation = ngf, grow, excitation
         n_up = _check_resolution(resolution) - grow
         if n_up < 2:
             raise ValueError(f"grow={grow} leaves too few blocks for resolution {resolution}")
@@ -126,8 +107,6 @@ class DCGANGenerator(
         blocks += [self._block(ngf, ngf) for _ in range(grow)]
         self.blocks = nn.ModuleList(blocks)
         self.to_rgb = nn.ConvTranspose2d(ngf, channels, 4, 2, 1, bias=False)
-        if noise:  # after block i's conv, at 4 * 2**i px
-            self.noise_in = nn.ModuleList(NoiseInjection(4 * 2**i) for i in range(1, len(blocks)))
         if excitation:
             self.excite = SkipExcitation(widths[0], ngf)
         dcgan_init(self)
@@ -153,8 +132,8 @@ class DCGANGenerator(
         """
         if ngf < self.ngf:
             raise ValueError(f"widen: ngf={ngf} is narrower than this generator's {self.ngf}")
-        if self.noise or self.excitation:
-            raise ValueError("widen: a generator with noise or excitation cannot be widened; keep its ngf")
+        if self.excitation:
+            raise ValueError("widen: a generator with skip-layer excitation cannot be widened; keep its ngf")
         wide = type(self)(self.resolution, self.channels, ngf, self.latent_dim, self.grow).to(self.to_rgb.weight)
         rng = torch.Generator().manual_seed(seed)
         read = None  # for each input channel of the current layer, the source channel it copies
@@ -179,10 +158,7 @@ class DCGANGenerator(
         :func:`ganxfer.losses.saturation` reads)."""
         x = early = z.view(z.shape[0], -1, 1, 1)
         for i, block in enumerate(self.blocks):
-            if self.noise and i > 0:
-                x = block[2](block[1](self.noise_in[i - 1](block[0](x))))
-            else:
-                x = block(x)
+            x = block(x)
             if i == 0:
                 early = x
         if self.excitation:
