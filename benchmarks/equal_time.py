@@ -13,6 +13,7 @@ the curve figure and the 8x8 grids::
 
     python benchmarks/equal_time.py score runs/study
     python benchmarks/equal_time.py report runs/study --baseline anime_dcgan-s0 --docs docs/equal_time
+    python benchmarks/equal_time.py figure docs/equal_time/anime_dcgan-s0.jpg "..." docs/equal_time/RUN.jpg "..."
 
 ``score`` appends to ``RUN/scores.jsonl`` and skips snapshots already scored, so it can be rerun after more
 arms finish. ``report`` appends rows to RESULTS.md, writes ``DOCS/<run>.jpg`` and keeps each run's scores in
@@ -111,6 +112,24 @@ def grid(run: Path, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet = make_grid(images, nrow=8, normalize=True, value_range=(-1, 1), padding=2, pad_value=1.0)
     to_pil_image(sheet).save(out, quality=92)
+
+
+def figure(panels: list[tuple[Path, str]], out: Path) -> None:
+    """The README's figure: grids side by side, each under its caption (``panels``: (grid image, caption))."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    grids = [Image.open(path).convert("RGB") for path, _ in panels]
+    pad, top = 16, 44
+    sheet = Image.new("RGB", (sum(g.width for g in grids) + pad * (len(grids) + 1),
+                              max(g.height for g in grids) + top + pad), "white")
+    draw, font = ImageDraw.Draw(sheet), ImageFont.load_default(size=22)
+    x = pad
+    for g, (_, caption) in zip(grids, panels, strict=True):
+        draw.text((x, 10), caption, fill="black", font=font)
+        sheet.paste(g, (x, top))
+        x += g.width + pad
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, quality=90)
 
 
 def committed(docs: Path) -> dict[str, list[dict]]:
@@ -212,7 +231,15 @@ def main() -> None:
     r.add_argument("--baseline-kid", type=float, help="the baseline's final KID (e.g. 0.323 from RESULTS.md), "
                    "when its run folder is not in the study")
     r.add_argument("--baseline-minutes", type=float, default=30.0, help="the minute of --baseline-kid")
+    f = sub.add_parser("figure", help="grids side by side with captions, e.g. the README's figure")
+    f.add_argument("panels", nargs="+", help="GRID CAPTION GRID CAPTION ...")
+    f.add_argument("--out", type=Path, default=Path("docs/equal_time/equal-time-30min.jpg"))
     args = ap.parse_args()
+    if args.cmd == "figure":
+        if len(args.panels) % 2:
+            raise SystemExit("figure: give a caption after each grid")
+        figure([(Path(g), c) for g, c in zip(args.panels[::2], args.panels[1::2], strict=True)], args.out)
+        return
     if args.cmd == "score":
         import os
 

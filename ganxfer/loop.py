@@ -316,8 +316,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
         part = Part(rng, rank_slice, tr.batch_size)  # this process's rows of the global batch's random draws
         # D sees DiffAugment's view in its fastest memory layout; a frozen projected D's features of the fakes are
         # computed once, in the last D step, and judged again in the G step
-        reuse = tr.reuse_features and not tr.fresh_latents and getattr(D_raw, "fixed_features", False)
-        g_keeps = not tr.fresh_latents  # the G step judges the last D step's fakes, or draws its own
+        reuse = tr.reuse_features and getattr(D_raw, "fixed_features", False)
         judge = Judge(D, lambda x: diffaugment(x, part).contiguous(memory_format=layout),
                       D_raw.features if reuse else None)
         fixed_z = torch.randn(tr.num_samples, recipe.generator.latent_dim,
@@ -380,7 +379,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
                     z = torch.randn(tr.batch_size, recipe.generator.latent_dim, generator=rng,
                                     device=acc.device)[rank_slice]
                     reals = Reals(real, labels if objective.labelled else None)
-                    last_d = d_step == tr.d_steps - 1 and g_keeps
+                    last_d = d_step == tr.d_steps - 1
                     with acc.autocast():
                         with torch.set_grad_enabled(last_d):  # the last D step's fakes keep their graph for G's step
                             fakes = objective.generate(G, z)
@@ -395,10 +394,6 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False, overwrite: 
 
                 with acc.no_sync(D), frozen(D):  # D's weights get no gradient in the G step, and no all-reduce
                     with acc.autocast(), spectral_norm_held(D_raw, found=d_norms):  # nor does its estimate move
-                        if not g_keeps:
-                            z = torch.randn(tr.batch_size, recipe.generator.latent_dim, generator=rng,
-                                            device=acc.device)[rank_slice]
-                            fakes = objective.generate(G, z)
                         loss, terms = objective.g_loss(judge, fakes, counters.images_seen / 1e3)
                     opt_g.zero_grad(set_to_none=True)
                     acc.backward(loss)

@@ -178,8 +178,6 @@ class TrainConfig:
     reuse_features: bool = _f(True, "with a frozen projected D, the G step judges the D step's augmented fakes and "
                                     "reuses their backbone features (one backbone pass fewer per step; the two "
                                     "steps then share one augmentation draw)")
-    fresh_latents: bool = _f(False, "the G step draws its own latents and augmentation, as StyleGAN2-ADA's and "
-                                    "Projected GAN's phases do (one G forward more per step; no feature reuse)")
     ema: float = _f(0.999, "EMA decay of the exported generator (0 = no EMA)", 0, 1)
     log_every_kimg: float | None = _f(None, "metrics.jsonl row every this many kimg (null = every 20 s of training "
                                             "time; 0 = only at the end)", 0)

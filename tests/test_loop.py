@@ -125,32 +125,6 @@ def test_reused_features_change_only_the_cost(lite0_cache, anime_dir, tmp_path):
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
 
 
-@pytest.mark.parametrize("fresh", [False, True])
-def test_g_step_latents(mnist_env, tmp_path, monkeypatch, fresh):
-    """``train.fresh_latents``: the G step draws latents no D step drew and G runs with its graph there only;
-    otherwise the G step trains on the last D step's fakes, drawn with their graph."""
-    from ganxfer.objective import Objective
-    calls = []
-    generate = Objective.generate
-
-    def spy(self, G, z):
-        calls.append((z.detach().clone(), torch.is_grad_enabled()))
-        return generate(self, G, z)
-
-    monkeypatch.setattr(Objective, "generate", spy)
-    res = cli("train", "recipes/mnist_dcgan.yaml", *TINY, "--set", "train.kimg=0.064", "--set", "train.d_steps=2",
-              "--set", f"train.fresh_latents={str(fresh).lower()}", "--run-dir", tmp_path / "run")
-    assert res.exit_code == 0, res.output
-    per_iter = 3 if fresh else 2
-    assert len(calls) == 2 * per_iter  # 64 images at batch 16, two D steps each: 2 iterations
-    for it in range(2):
-        d_calls, g_call = calls[it * per_iter:it * per_iter + 2], calls[it * per_iter + per_iter - 1]
-        assert [grad for _, grad in d_calls] == ([False, False] if fresh else [False, True])
-        assert g_call[1]
-        if fresh:
-            assert all(not torch.equal(g_call[0], z) for z, _ in d_calls)
-
-
 def test_minutes_budget_and_snapshots(mnist_env, tmp_path):
     """train.minutes stops on training time, before the kimg budget; snapshots are loadable exports."""
     run = tmp_path / "run"

@@ -198,7 +198,8 @@ def test_finetune_headline_recipe_with_the_bundled_model(anime_dir, lite0_cache,
     report = json.loads((run / "transfer.json").read_text())["generator"]
     assert report["source"] == "dcgan-mnist-64" and sorted(report["adapted"]) == ["blocks.0.0.weight", "to_rgb.weight"]
     assert "(generator.balance_latent)" in report["adapted"]["blocks.0.0.weight"]  # the recipe evens out z's rows
-    assert report["new"] == [] and report["unused"] == []
+    assert report["new"] == ["excite.gate.1.weight", "excite.gate.3.weight"]  # the skip-layer excitation, gates at 1
+    assert report["unused"] == []
     g = load_model(run / "generator")
     assert g.sample(2).shape == (2, 3, 64, 64)
     d = safetensors.torch.load_file(str(run / "discriminator" / "model.safetensors"))
