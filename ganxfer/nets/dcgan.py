@@ -156,11 +156,9 @@ class DCGANGenerator(
     def forward(self, z: torch.Tensor, with_pre_tanh: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Images for ``z``; with ``with_pre_tanh``, also the output layer's values before the tanh (what
         :func:`ganxfer.losses.saturation` reads)."""
-        x = early = z.view(z.shape[0], -1, 1, 1)
-        for i, block in enumerate(self.blocks):
+        x = early = self.blocks[0](z.view(z.shape[0], -1, 1, 1))  # the 4x4 features the excitation reads
+        for block in self.blocks[1:]:
             x = block(x)
-            if i == 0:
-                early = x
         if self.excitation:
             x = self.excite(x, early)
         pre = self.to_rgb(x)
