@@ -187,6 +187,9 @@ def _widen(source: nn.Module, ngf: int, init: str, seed: int) -> tuple[nn.Module
     if ngf < source.ngf:
         raise TransferError(f"generator.init {init} is {source.ngf} wide; a warm start can widen a generator "
                             f"but not narrow it: set generator.ngf to {source.ngf} or more, not {ngf}")
+    if getattr(source, "excitation", False):
+        raise TransferError(f"generator.init {init} has a skip-layer excitation, which cannot be widened: set "
+                            f"generator.ngf to {source.ngf}")
     wide = source.widen(ngf, seed=seed)
     before = source.state_dict()
     notes = {name: f"{tuple(before[name].shape)} -> {tuple(t.shape)} (widened to ngf {ngf}: channels copied, "

@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from ganxfer.cli import main
-from ganxfer.nets import build_discriminator, export_model, load_model
+from ganxfer.nets import build_discriminator, build_generator, export_model, load_model
 from ganxfer.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from ganxfer.recipe import load_recipe
 from ganxfer.schema import RecipeError
@@ -331,6 +331,15 @@ def test_excitation_gates_each_image_by_its_coarse_features():
     assert gates.shape == (4, 8, 1, 1) and 0 < gates.min() and gates.max() < 2
     assert (gates.std(0) > 1e-3).all()  # each image its own gates
     assert not torch.equal(g(z), plain)
+
+
+def test_a_source_with_excitation_is_not_widened(tmp_path):
+    source = export_model(DCGANGenerator(resolution=32, ngf=8, latent_dim=16, excitation=True), tmp_path / "src",
+                          "generator")
+    recipe = load_recipe("recipes/anime_dcgan.yaml", ["data.resolution=32", "generator.ngf=16",
+                                                      "generator.latent_dim=16", f"generator.init={source}"])
+    with pytest.raises(TransferError, match="skip-layer excitation, which cannot be widened: set generator.ngf to 8"):
+        warm_start_generator(build_generator(recipe), recipe, None)
 
 
 def test_excitation_needs_a_dcgan_generator():
