@@ -10,7 +10,7 @@ checkered patch on the left edge: 74%.
 
 For a generator it also counts dark blotches (:func:`dark_blotches`): pixels driven so far below the tanh's
 range that D's gradient no longer reaches them. The blotched seed-2 run of 2026-12-05: 28% of samples; with
-``loss.saturation`` 0.1%.
+``loss.saturation`` 0.1%. Colour specks, dead in some channels only, are counted beside them (``speck_share``).
 
     source ../shared/env.sh && python benchmarks/edges.py reals
     python benchmarks/edges.py runs/study/anime_from_mnist-s0/snapshots/min-30 dcgan-mnist-64 --num 1000
@@ -27,6 +27,7 @@ import torch
 
 STRIP, INSET, SEGMENTS, FLAG = 4, 8, 4, 3.0
 BLOTCH_PX = 16  # dead black pixels that make a sample blotched (a 4x4 patch)
+SPECK_PX = 4  # pixels dead in some channels but not all that make a sample specked
 SIDES = ("left", "right", "top", "bottom")
 
 
@@ -64,7 +65,9 @@ def dark_blotches(generator: torch.nn.Module, num: int = 1000, seed: int = 0) ->
     """Dead black pixels of a tanh generator (one with ``forward(z, with_pre_tanh=True)``, such as DCGAN's): where
     every channel's value before the tanh is below ``-SATURATION_EDGE``, the tanh passes D's gradient on at under
     1% and the pixel stays black whatever D says. Returns their share of all pixels (``dead_dark``) and the share
-    of samples with at least ``BLOTCH_PX`` of them (``blotch_share``), for the samples of ``sample(num, seed)``."""
+    of samples with at least ``BLOTCH_PX`` of them (``blotch_share``), for the samples of ``sample(num, seed)``.
+    Pixels dead in some channels but not all are colour specks (a cyan fleck where only red is dead): the share
+    of samples with at least ``SPECK_PX`` of them is ``speck_share``."""
     from ganxfer.losses import SATURATION_EDGE
 
     z = torch.randn(num, generator.latent_dim, generator=torch.Generator().manual_seed(seed))
@@ -72,11 +75,13 @@ def dark_blotches(generator: torch.nn.Module, num: int = 1000, seed: int = 0) ->
     generator.eval()
     with torch.no_grad():
         param = next(generator.parameters())
-        dark = torch.cat([generator(zb.to(param), with_pre_tanh=True)[1].float().amax(1) < -SATURATION_EDGE
+        dead = torch.cat([generator(zb.to(param), with_pre_tanh=True)[1].float() < -SATURATION_EDGE
                           for zb in z.split(250)])
     generator.train(was_training)
+    dark, speck = dead.all(1), dead.any(1) & ~dead.all(1)
     return {"dead_dark": round(float(dark.float().mean()), 5),
-            "blotch_share": round(float((dark.flatten(1).sum(1) >= BLOTCH_PX).float().mean()), 4)}
+            "blotch_share": round(float((dark.flatten(1).sum(1) >= BLOTCH_PX).float().mean()), 4),
+            "speck_share": round(float((speck.flatten(1).sum(1) >= SPECK_PX).float().mean()), 4)}
 
 
 def reals(num: int, folder: str | Path | None = None) -> torch.Tensor:

@@ -32,6 +32,19 @@ def test_dark_blotches_are_pixels_driven_past_the_tanh():
     from ganxfer.nets.dcgan import DCGANGenerator
 
     fresh = edges.dark_blotches(DCGANGenerator(resolution=64, channels=1, ngf=16), num=64)
-    assert fresh == {"dead_dark": 0.0, "blotch_share": 0.0}
+    assert fresh == {"dead_dark": 0.0, "blotch_share": 0.0, "speck_share": 0.0}
     mnist = edges.dark_blotches(ganxfer.load_generator("dcgan-mnist-64"), num=64)
     assert mnist["dead_dark"] > 0.5 and mnist["blotch_share"] == 1.0
+    assert mnist["speck_share"] == 0.0  # one channel: a dead pixel is dead in all of them
+
+
+def test_a_pixel_dead_in_one_colour_is_a_speck_not_a_blotch():
+    """Scaling a fresh colour generator's red output weights drives red alone past the tanh in spots."""
+    from ganxfer.nets.dcgan import DCGANGenerator
+
+    g = DCGANGenerator(resolution=64, channels=3, ngf=16)
+    assert edges.dark_blotches(g, num=64)["speck_share"] == 0.0
+    with torch.no_grad():
+        g.to_rgb.weight[:, 0] *= 1e5  # a fresh net's values before the tanh are about 1e-4
+    specked = edges.dark_blotches(g, num=64)
+    assert specked["speck_share"] >= 0.5 and specked["blotch_share"] == 0.0
