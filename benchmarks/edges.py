@@ -78,7 +78,8 @@ def dark_blotches(generator: torch.nn.Module, num: int = 1000, seed: int = 0) ->
         dead = torch.cat([generator(zb.to(param), with_pre_tanh=True)[1].float() < -SATURATION_EDGE
                           for zb in z.split(250)])
     generator.train(was_training)
-    dark, speck = dead.all(1), dead.any(1) & ~dead.all(1)
+    dark = dead.all(1)
+    speck = dead.any(1) & ~dark
     return {"dead_dark": round(float(dark.float().mean()), 5),
             "blotch_share": round(float((dark.flatten(1).sum(1) >= BLOTCH_PX).float().mean()), 4),
             "speck_share": round(float((speck.flatten(1).sum(1) >= SPECK_PX).float().mean()), 4)}
